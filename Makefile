@@ -1,0 +1,37 @@
+# wakeproxy: `make run` (demo) and `make test` (whole suite) set everything up on a fresh machine.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: run test test-unit images docker venv bench bench-smoke clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	bash scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
+	$(VENV)/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+docker:
+	bash scripts/ensure-docker.sh
+
+images: docker
+	bash scripts/build-images.sh
+
+test: venv images
+	$(PY) -m pytest -q
+
+test-unit: venv
+	$(PY) -m pytest -q -m "not docker"
+
+run: venv images
+	bash scripts/run-demo.sh
+
+bench: venv images
+	$(PY) -m bench.run
+
+bench-smoke: venv images
+	$(PY) -m bench.run --smoke
+
+clean:
+	rm -rf $(VENV) *.egg-info _trial_temp bench/results/*.json

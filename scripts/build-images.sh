@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Build the local base image (debootstrap, no registry needed) and the project's images on top of it.
+# Idempotent: the base is built once and cached; docker build reuses its layer cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE_IMAGE=${BASE_IMAGE:-wakeproxy-base:bookworm}
+
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    fi
+    MIRROR=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    MIRROR=${MIRROR:-http://deb.debian.org/debian}
+    ROOTFS=$(mktemp -d /var/tmp/wakeproxy-rootfs.XXXXXX)
+    trap 'rm -rf "$ROOTFS"' EXIT
+    echo "debootstrap bookworm into $ROOTFS (about a minute) ..."
+    debootstrap --variant=minbase --include=python3,ca-certificates bookworm "$ROOTFS" "$MIRROR" >/var/log/wakeproxy-debootstrap.log 2>&1 \
+        || { tail -20 /var/log/wakeproxy-debootstrap.log >&2; exit 1; }
+    tar -C "$ROOTFS" -c . | docker import - "$BASE_IMAGE" >/dev/null
+    echo "built $BASE_IMAGE"
+fi
+
+docker build -q --build-arg BASE="$BASE_IMAGE" -t mock-app:latest mock_app >/dev/null
+echo "images ready: $BASE_IMAGE mock-app:latest"

@@ -1,0 +1,21 @@
+"""Packaging for wakeproxy: the package, its twistd plugin and its dependencies."""
+
+from setuptools import setup
+
+setup(
+    name="wakeproxy",
+    version="0.1.0",
+    description="Scale-to-zero front door for Docker containers: holds, wakes and replays requests.",
+    python_requires=">=3.11",
+    packages=["wakeproxy", "twisted.plugins"],
+    package_data={"twisted": ["plugins/wakeproxy_plugin.py"]},
+    install_requires=[
+        "twisted>=24.7",
+        "treq>=24.9",
+        "docker>=7.1",
+        "service-identity>=24.1",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+)

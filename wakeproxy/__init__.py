@@ -1,0 +1,1 @@
+"""wakeproxy: a streaming reverse proxy that wakes stopped Docker containers."""

@@ -1,0 +1,144 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd wakeproxy}: command-line options and the service tree.
+
+makeService returns a MultiService holding, in start order: the container runtime (thread pool and
+event stream), then one listening endpoint service per C{--listen} (proxied traffic) and per
+C{--api-listen} (deploy API). Stopping it reverses that order.
+"""
+
+import os
+from typing import Optional
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+from twisted.web.server import Site
+
+from .durations import parse_duration
+from .runtime import OwnerLabel, parse_owner_label
+from .selector import parse_selector
+
+__all__ = ["Options", "makeService"]
+
+_DURATIONS = ("wake-timeout", "stop-timeout", "ready-delay")
+_POSITIVE_INTS = ("max-held", "max-held-per-instance", "max-held-body", "max-upstream-per-instance",
+                  "docker-threads")
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("wakeproxy holds requests for stopped Docker containers, starts them once, waits until "
+                "they are ready and replays the requests; a second listener serves the deploy API.")
+
+    optParameters = [
+        ["api-listen", None, "tcp:8008:interface=127.0.0.1",
+         "Endpoint for the deploy API (localhost only unless told otherwise)."],
+        ["docker-url", None, None,
+         "Docker engine URL [default: $DOCKER_HOST, else unix:///var/run/docker.sock]."],
+        ["owner-label", None, "wakeproxy.managed=true",
+         "KEY=VALUE label marking the containers wakeproxy manages; all others are invisible."],
+        ["select", None, "cookie:instance",
+         "How a request names its instance: cookie:NAME, path:PREFIX, host:PATTERN or header:NAME."],
+        ["home-url", None, "/home", "Where browsers asking for an unknown instance are redirected."],
+        ["upstream", None, "direct",
+         "'direct' (to each container) or a URL of one router (Traefik) that receives every request."],
+        ["upstream-ca", None, None, "PEM file of the CA that signs an https upstream's certificate."],
+        ["traefik-api", None, None, "Traefik API base URL; after a wake, wait until the instance's router is up."],
+        ["wake-timeout", None, "60s", "Deadline for a wake (start, health, route); then 504."],
+        ["ready-delay", None, "0", "Opt-in extra delay after a container starts, when it has no readiness probe."],
+        ["stop-timeout", None, "10s", "SIGTERM grace before Docker kills a container being stopped."],
+        ["max-held", None, "10000", "Requests held while waking, all instances together; beyond: 503."],
+        ["max-held-per-instance", None, "1000", "Requests held while one instance wakes; beyond: 503."],
+        ["max-held-body", None, str(10 * 1024 * 1024), "Largest request body (bytes) held while waking; beyond: 413."],
+        ["max-upstream-per-instance", None, "64", "Concurrent upstream requests per instance; the rest queue."],
+        ["docker-threads", None, "8", "Threads for blocking Docker calls."],
+    ]
+    optFlags = [
+        ["keep-path", None, "With --select path:PREFIX, forward the path unchanged."],
+    ]
+
+    def __init__(self) -> None:
+        usage.Options.__init__(self)
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Endpoint for proxied traffic (repeatable) [default: tcp:8000]."""
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = ["tcp:8000"]
+        if self["docker-url"] is None:
+            self["docker-url"] = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        try:
+            self["owner-label"] = parse_owner_label(self["owner-label"])
+        except ValueError as e:
+            raise usage.UsageError("--owner-label: {}".format(e))
+        try:
+            self["selector"] = parse_selector(self["select"], keep_path=bool(self["keep-path"]))
+        except ValueError as e:
+            raise usage.UsageError("--select: {}".format(e))
+        for name in _DURATIONS:
+            try:
+                self[name] = parse_duration(self[name])
+            except ValueError as e:
+                raise usage.UsageError("--{}: {}".format(name, e))
+        for name in _POSITIVE_INTS:
+            try:
+                value = int(self[name])
+            except ValueError:
+                raise usage.UsageError("--{}: {!r} is not a whole number".format(name, self[name]))
+            if value < 1:
+                raise usage.UsageError("--{}: must be at least 1, got {}".format(name, value))
+            self[name] = value
+        if self["wake-timeout"] <= 0:
+            raise usage.UsageError("--wake-timeout: must be more than 0 seconds")
+        upstream = self["upstream"]
+        if upstream != "direct" and not upstream.startswith(("http://", "https://")):
+            raise usage.UsageError("--upstream: use 'direct' or an http:// or https:// URL, got {!r}".format(upstream))
+        if self["upstream-ca"] is not None and not os.path.isfile(self["upstream-ca"]):
+            raise usage.UsageError("--upstream-ca: no such file {!r}".format(self["upstream-ca"]))
+        for desc in self["listen"] + [self["api-listen"]]:
+            _check_endpoint(desc)
+
+
+def _check_endpoint(description: str) -> None:
+    from twisted.internet.testing import MemoryReactor  # parse only: nothing listens
+
+    try:
+        serverFromString(MemoryReactor(), description)
+    except Exception as e:
+        raise usage.UsageError("bad endpoint {!r}: {}".format(description, e))
+
+
+class QuietSite(Site):
+    """A Site without per-request access logging (it costs more than the proxying on the hot path)."""
+
+    noisy = False
+
+    def log(self, request) -> None:
+        pass
+
+
+def makeService(options: Options, reactor=None) -> MultiService:
+    if reactor is None:
+        from twisted.internet import reactor
+    from .api import api_resource
+    from .dockerruntime import DockerRuntime
+    from .proxy import proxy_resource
+
+    top = MultiService()
+    owner: OwnerLabel = options["owner-label"]
+    runtime = DockerRuntime(reactor, options["docker-url"], owner, max_threads=options["docker-threads"])
+    runtime.setServiceParent(top)
+
+    proxy_site = QuietSite(proxy_resource(options, runtime, reactor), reactor=reactor)
+    proxy_site.timeOut = 75
+    for description in options["listen"]:
+        StreamServerEndpointService(serverFromString(reactor, description), proxy_site).setServiceParent(top)
+
+    api_site = QuietSite(api_resource(options, runtime, reactor), reactor=reactor)
+    StreamServerEndpointService(serverFromString(reactor, options["api-listen"]), api_site).setServiceParent(top)
+    return top
