@@ -1,21 +1,196 @@
 # -*- test-case-name: tests.test_proxy -*-
-"""The proxy listener's resource (placeholder until the waker lands: every request gets 503)."""
+"""
+The proxy listener: request -> selector (which instance?) -> waker (ready? else hold and wake) ->
+forwarder (stream it upstream), with a per-instance cap on concurrent upstream requests.
+"""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Callable, Iterator, Optional
+from urllib.parse import urlsplit
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, DeferredSemaphore
+from twisted.internet.ssl import Certificate
+from twisted.logger import Logger
+from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from .forwarder import AgentForwarder, IForwarder, Upstream
+from .headers import is_origin_form
+from .labels import AddressError, direct_address
 from .problem import write_problem
+from .readiness import Prober, ReadinessPlan
+from .runtime import Container, IContainerRuntime
+from .selector import Head, Selection
+from .waker import WakeFailure, WakeReport, Waker
 
-__all__ = ["proxy_resource"]
+__all__ = ["ProxyResource", "ProxyService", "upstream_from_url"]
 
 
-class _NotYet(Resource):
+class _HeaderView(Mapping):
+    """Lower-cased header name -> raw values, read straight from a twisted Headers (no copy)."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers):
+        self._headers = headers
+
+    def __getitem__(self, name: bytes):
+        values = self._headers.getRawHeaders(name)
+        if values is None:
+            raise KeyError(name)
+        return values
+
+    def get(self, name, default=None):
+        values = self._headers.getRawHeaders(name)
+        return default if values is None else values
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (name.lower() for name, _ in self._headers.getAllRawHeaders())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._headers.getAllRawHeaders())
+
+
+def upstream_from_url(url: str) -> Upstream:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return Upstream(parts.scheme, parts.hostname or "", port)
+
+
+def _wants_html(request) -> bool:
+    if request.method not in (b"GET", b"HEAD"):
+        return False
+    accept = b",".join(request.requestHeaders.getRawHeaders(b"accept", []))
+    return b"text/html" in accept
+
+
+class ProxyResource(Resource):
     isLeaf = True
+    log = Logger()
+
+    def __init__(self, selector: Callable[[Head], Selection], runtime: IContainerRuntime, waker: Waker,
+                 forwarder: IForwarder, upstream: Optional[Upstream] = None, home_url: str = "/home",
+                 max_held_body: int = 10 * 1024 * 1024, max_upstream_per_instance: int = 64):
+        Resource.__init__(self)
+        self._selector = selector
+        self._runtime = runtime
+        self._waker = waker
+        self._forwarder = forwarder
+        self._upstream = upstream
+        self._home_url = home_url.encode("utf-8")
+        self._max_held_body = max_held_body
+        self._max_upstream = max_upstream_per_instance
+        self._slots: dict[str, DeferredSemaphore] = {}
 
     def render(self, request):
-        write_problem(request, 503, "wakeproxy does not proxy yet", retry_after=5)
+        if not is_origin_form(request.uri):
+            write_problem(request, 400, "the request target must be a path (origin-form), not {!r}".format(
+                request.uri[:64].decode("latin-1")))
+            return NOT_DONE_YET
+        selection = self._selector(Head(request.method, request.uri, _HeaderView(request.requestHeaders)))
+        name = selection.name
+        if name is None or self._runtime.get(name) is None:
+            self._unknown(request, selection.reason or "no managed instance named {!r}".format(name))
+            return NOT_DONE_YET
+        if self._waker.is_ready(name):
+            self._forward(request, name, selection.uri, ())
+            return NOT_DONE_YET
+        size = _body_size(request)
+        if size > self._max_held_body:
+            write_problem(request, 413, "instance {} is waking and the request body ({} bytes) is larger than the "
+                          "{} bytes wakeproxy holds meanwhile".format(name, size, self._max_held_body))
+            return NOT_DONE_YET
+        ready = self._waker.wait_ready(name)
+        request.notifyFinish().addErrback(lambda _: ready.cancel())
+        ready.addCallbacks(self._woken, self._wake_failed, callbackArgs=(request, name, selection.uri),
+                           errbackArgs=(request,))
         return NOT_DONE_YET
 
+    def _unknown(self, request, reason: str) -> None:
+        if _wants_html(request):
+            request.setResponseCode(302)
+            request.setHeader(b"location", self._home_url)
+            request.setHeader(b"cache-control", b"no-store")
+            request.setHeader(b"content-length", b"0")
+            request.finish()
+        else:
+            write_problem(request, 404, reason)
 
-def proxy_resource(options, runtime, reactor) -> Resource:
-    return _NotYet()
+    def _woken(self, report: Optional[WakeReport], request, name: str, uri: bytes) -> None:
+        extra = ()
+        if report is not None:
+            extra = ((b"server-timing", report.server_timing()), (b"x-wakeproxy-woke", b"1"))
+        self._forward(request, name, uri, extra)
+
+    def _wake_failed(self, failure, request) -> None:
+        if failure.check(CancelledError):
+            return  # the client went away while held
+        if not failure.check(WakeFailure):
+            self.log.failure("holding a request failed", failure)
+            write_problem(request, 502, "wakeproxy failed while waking the instance")
+            return
+        error = failure.value
+        retry_after = error.retry_after if error.retry_after is not None else (5 if error.status >= 503 else None)
+        extra = {"phase": error.phase} if error.phase else {}
+        write_problem(request, error.status, error.detail, retry_after=retry_after, **extra)
+
+    def _forward(self, request, name: str, uri: bytes, extra) -> None:
+        upstream = self._upstream
+        if upstream is None:
+            container = self._runtime.get(name)
+            try:
+                upstream = Upstream("http", *direct_address(container))
+            except AddressError as e:
+                write_problem(request, 502, str(e))
+                return
+        slots = self._slots.get(name)
+        if slots is None:
+            slots = self._slots[name] = DeferredSemaphore(self._max_upstream)
+        slot = slots.acquire()
+        if not slot.called:
+            request.notifyFinish().addErrback(lambda _: slot.cancel())
+        slot.addCallback(lambda _: self._forwarder.forward(request, upstream, uri, extra).addBoth(
+            lambda _: slots.release()))
+        slot.addErrback(lambda f: f.trap(CancelledError))
+
+
+def _body_size(request) -> int:
+    content = request.content
+    if content is None:
+        return 0
+    here = content.tell()
+    content.seek(0, 2)
+    size = content.tell()
+    content.seek(here, 0)
+    return size
+
+
+class ProxyService(Service):
+    """Builds the proxy's parts from the options; stopping it closes the upstream connection pool."""
+
+    def __init__(self, options, runtime: IContainerRuntime, reactor):
+        direct = options["upstream"] == "direct"
+        tls_policy = None
+        if options["upstream-ca"]:
+            with open(options["upstream-ca"], "rb") as f:
+                tls_policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
+        plan = ReadinessPlan(reactor, Prober(reactor), direct=direct, traefik_api=options["traefik-api"],
+                             ready_delay=options["ready-delay"])
+        self.waker = Waker(reactor, runtime, plan, wake_timeout=options["wake-timeout"],
+                           max_held=options["max-held"], max_held_per_instance=options["max-held-per-instance"])
+        self.forwarder = AgentForwarder(reactor, max_per_host=options["max-upstream-per-instance"],
+                                        tls_policy=tls_policy)
+        self.resource = ProxyResource(
+            options["selector"], runtime, self.waker, self.forwarder,
+            upstream=None if direct else upstream_from_url(options["upstream"]),
+            home_url=options["home-url"], max_held_body=options["max-held-body"],
+            max_upstream_per_instance=options["max-upstream-per-instance"])
+
+    def stopService(self):
+        Service.stopService(self)
+        self.waker.stop()
+        return self.forwarder.close()

@@ -127,14 +127,16 @@ def makeService(options: Options, reactor=None) -> MultiService:
         from twisted.internet import reactor
     from .api import api_resource
     from .dockerruntime import DockerRuntime
-    from .proxy import proxy_resource
+    from .proxy import ProxyService
 
     top = MultiService()
     owner: OwnerLabel = options["owner-label"]
     runtime = DockerRuntime(reactor, options["docker-url"], owner, max_threads=options["docker-threads"])
     runtime.setServiceParent(top)
 
-    proxy_site = QuietSite(proxy_resource(options, runtime, reactor), reactor=reactor)
+    proxy = ProxyService(options, runtime, reactor)
+    proxy.setServiceParent(top)
+    proxy_site = QuietSite(proxy.resource, reactor=reactor)
     proxy_site.timeOut = 75
     for description in options["listen"]:
         StreamServerEndpointService(serverFromString(reactor, description), proxy_site).setServiceParent(top)
