@@ -10,7 +10,7 @@ setup(
     packages=["wakeproxy", "twisted.plugins"],
     package_data={"twisted": ["plugins/wakeproxy_plugin.py"]},
     install_requires=[
-        "twisted>=24.7",
+        "twisted[tls]>=24.7",
         "treq>=24.9",
         "docker>=7.1",
         "service-identity>=24.1",

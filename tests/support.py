@@ -56,11 +56,11 @@ class Twistd:
     package (and its plugin) is what runs. C{start} waits until both listeners accept connections.
     """
 
-    def __init__(self, *args: str, env: Optional[dict] = None):
+    def __init__(self, *args: str, env: Optional[dict] = None, listen: str = "tcp:{port}:interface=127.0.0.1"):
         self.proxy_port = free_port()
         self.api_port = free_port()
         self.args = [
-            "--listen", "tcp:{}:interface=127.0.0.1".format(self.proxy_port),
+            "--listen", listen.format(port=self.proxy_port),
             "--api-listen", "tcp:{}:interface=127.0.0.1".format(self.api_port),
         ] + list(args)
         self.env = dict(os.environ, **(env or {}))

@@ -20,7 +20,15 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError, TimeoutError
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer, ResponseDone
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    FileBodyProducer,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
@@ -169,6 +177,10 @@ class AgentForwarder:
             if failure.check(ConnectionRefusedError, ConnectError, DNSLookupError, TimeoutError):
                 detail = "the upstream at {} did not accept the connection ({})".format(
                     upstream.base.decode(), failure.getErrorMessage() or failure.type.__name__)
+                self.log.warn("{detail}", detail=detail)
+            elif failure.check(ResponseNeverReceived, ResponseFailed, RequestTransmissionFailed):
+                detail = "the upstream at {} failed: {}".format(upstream.base.decode(), _reasons(failure))
+                self.log.warn("{detail}", detail=detail)
             else:
                 self.log.failure("forwarding to {upstream} failed", failure, upstream=upstream.base.decode())
                 detail = "the upstream at {} failed: {}".format(upstream.base.decode(),
@@ -184,6 +196,12 @@ class AgentForwarder:
 class _Discard(Protocol):
     def connectionMade(self) -> None:
         self.transport.stopProducing()
+
+
+def _reasons(failure) -> str:
+    """The underlying errors of a twisted.web client failure, as one line."""
+    reasons = getattr(failure.value, "reasons", None) or [failure]
+    return "; ".join(str(r.value) or r.type.__name__ for r in reasons)
 
 
 def _abort(request) -> None:

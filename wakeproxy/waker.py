@@ -62,6 +62,8 @@ class _Instance:
     #: the pending readiness decision of a wake, settled by a probe or by a snapshot change.
     verdict: Optional[Deferred] = None
     expired: bool = False
+    #: False after an unpause: health checks fail while a container is frozen, so Docker's health is stale.
+    trust_health: bool = True
 
 
 class Waker:
@@ -136,6 +138,7 @@ class Waker:
         container = self._runtime.get(name)
         if container is None:
             raise WakeFailure(404, "no managed instance named {!r}".format(name))
+        instance.trust_health = container.state != "paused"
         if container.state == "paused":
             self.log.info("unpausing {instance}", instance=name)
             await self._runtime.unpause(name)
@@ -163,18 +166,19 @@ class Waker:
 
     def _readiness(self, instance: _Instance, container: Container) -> Deferred:
         verdict = instance.verdict = Deferred()
-        if container.health == "unhealthy":
+        health = container.health if instance.trust_health else "none"
+        if health == "unhealthy":
             verdict.errback(WakeFailure(503, "instance {} is unhealthy".format(instance.name), phase="health"))
             return verdict
-        if container.health == "healthy":
+        if health == "healthy":
             verdict.callback(None)
             return verdict
         probe = None
-        if not self._plan.docker_health_required(container):
+        if not (instance.trust_health and self._plan.docker_health_required(container)):
             probe = self._plan.probe(container)
             if probe is not None:
                 probe.addCallback(lambda _: _settle(verdict))
-            elif container.health == "none":
+            elif health == "none":
                 self._clock.callLater(self._plan.ready_delay, _settle, verdict)
 
         def done(result):
@@ -193,7 +197,7 @@ class Waker:
             instance.ready = False
             if instance.verdict is not None and not instance.verdict.called:
                 instance.verdict.errback(_exited(name, container, "while it was starting"))
-        elif container.health == "unhealthy":
+        elif container.health == "unhealthy" and instance.trust_health:
             instance.ready = False
             if instance.verdict is not None and not instance.verdict.called:
                 instance.verdict.errback(WakeFailure(
