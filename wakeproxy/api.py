@@ -43,7 +43,7 @@ class _NotFound(Resource):
         return NOT_DONE_YET
 
 
-def api_resource(options, runtime, reactor) -> Resource:
+def api_resource(options, runtime, waker, reactor) -> Resource:
     root = _Root()
     root.putChild(b"healthz", _Health(runtime))
     return root

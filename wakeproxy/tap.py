@@ -8,6 +8,7 @@ C{--api-listen} (deploy API). Stopping it reverses that order.
 """
 
 import os
+import re
 from typing import Optional
 
 from twisted.application.internet import StreamServerEndpointService
@@ -22,9 +23,9 @@ from .selector import parse_selector
 
 __all__ = ["Options", "makeService"]
 
-_DURATIONS = ("wake-timeout", "stop-timeout", "ready-delay")
+_DURATIONS = ("wake-timeout", "stop-timeout", "ready-delay", "token-ttl")
 _POSITIVE_INTS = ("max-held", "max-held-per-instance", "max-held-body", "max-upstream-per-instance",
-                  "docker-threads")
+                  "docker-threads", "max-api-body")
 
 
 class Options(usage.Options):
@@ -54,18 +55,32 @@ class Options(usage.Options):
         ["max-held-body", None, str(10 * 1024 * 1024), "Largest request body (bytes) held while waking; beyond: 413."],
         ["max-upstream-per-instance", None, "64", "Concurrent upstream requests per instance; the rest queue."],
         ["docker-threads", None, "8", "Threads for blocking Docker calls."],
+        ["passwd", None, None,
+         "Deploy API users: lines 'user,hash' (salted scrypt from `python -m wakeproxy.passwd add USER`, "
+         "or the old spawner's sha256 hex). Without it nobody can sign in (unless --no-auth)."],
+        ["token-ttl", None, "60m", "Lifetime of a deploy API token."],
+        ["name-pattern", None, "^[a-z0-9][a-z0-9-]{0,62}$", "Regex every new instance name must match."],
+        ["pull", None, "never", "Pull a missing image on deploy: 'never' or 'missing'."],
+        ["max-api-body", None, str(1024 * 1024), "Largest deploy API request body (bytes); beyond: 413."],
     ]
     optFlags = [
         ["keep-path", None, "With --select path:PREFIX, forward the path unchanged."],
+        ["no-auth", None, "Serve the deploy API without credentials (local demos only: logged loudly)."],
+        ["allow-host-network", None, "Let the deploy API create containers with network 'host'."],
     ]
 
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self["listen"] = []
+        self["allow-image"] = []
 
     def opt_listen(self, description: str) -> None:
         """Endpoint for proxied traffic (repeatable) [default: tcp:8000]."""
         self["listen"].append(description)
+
+    def opt_allow_image(self, pattern: str) -> None:
+        """Image the deploy API may create from, a glob like 'mock-app:*' (repeatable) [default: any local image]."""
+        self["allow-image"].append(pattern)
 
     def postOptions(self) -> None:
         if not self["listen"]:
@@ -102,6 +117,14 @@ class Options(usage.Options):
             raise usage.UsageError("--upstream-ca: no such file {!r}".format(self["upstream-ca"]))
         for desc in self["listen"] + [self["api-listen"]]:
             _check_endpoint(desc)
+        if self["passwd"] is not None and not os.path.isfile(self["passwd"]):
+            raise usage.UsageError("--passwd: no such file {!r}".format(self["passwd"]))
+        try:
+            re.compile(self["name-pattern"])
+        except re.error as e:
+            raise usage.UsageError("--name-pattern: not a regular expression ({})".format(e))
+        if self["pull"] not in ("never", "missing"):
+            raise usage.UsageError("--pull: use 'never' or 'missing', got {!r}".format(self["pull"]))
 
 
 def _check_endpoint(description: str) -> None:
@@ -141,6 +164,6 @@ def makeService(options: Options, reactor=None) -> MultiService:
     for description in options["listen"]:
         StreamServerEndpointService(serverFromString(reactor, description), proxy_site).setServiceParent(top)
 
-    api_site = QuietSite(api_resource(options, runtime, reactor), reactor=reactor)
+    api_site = QuietSite(api_resource(options, runtime, proxy.waker, reactor), reactor=reactor)
     StreamServerEndpointService(serverFromString(reactor, options["api-listen"]), api_site).setServiceParent(top)
     return top
