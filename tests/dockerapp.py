@@ -22,7 +22,8 @@ class Instances:
         self.began = time.time() - 1
 
     def create(self, name: Optional[str] = None, labels: Optional[dict] = None, env: Optional[dict] = None,
-               managed: bool = True, healthcheck: Optional[dict] = None, start: bool = False) -> str:
+               managed: bool = True, healthcheck: Optional[dict] = None, start: bool = False,
+               stop_signal: Optional[str] = None) -> str:
         name = name or unique_name()
         port = free_port()
         all_labels = {"wakeproxy.port": str(port)}
@@ -35,6 +36,7 @@ class Instances:
         self.ports[name] = port
         self.client.create_container(
             MOCK_IMAGE, name=name, labels=all_labels, environment=all_env, healthcheck=healthcheck,
+            stop_signal=stop_signal,
             host_config=self.client.create_host_config(network_mode="host"))
         if start:
             self.client.start(name)
@@ -42,9 +44,21 @@ class Instances:
 
     def starts(self, name: str) -> int:
         """How many times the container was started since this object was made."""
-        events = self.client.events(since=int(self.began), until=int(time.time()) + 1, decode=True,
-                                    filters={"container": name, "event": "start"})
-        return sum(1 for _ in events)
+        return len(self.events(name, "start"))
+
+    def events(self, name: str, action: str) -> list:
+        """The container's events of one kind since this object was made, oldest first."""
+        return list(self.client.events(since=int(self.began), until=int(time.time()) + 1, decode=True,
+                                       filters={"container": name, "event": action}))
+
+    def wait_state(self, name: str, state: str, timeout: float) -> float:
+        """Wait until the container is in C{state}; return how long that took (fail after C{timeout})."""
+        began = time.monotonic()
+        while self.state(name) != state:
+            if time.monotonic() - began > timeout:
+                raise AssertionError("{} is {}, not {}, after {}s".format(name, self.state(name), state, timeout))
+            time.sleep(0.05)
+        return time.monotonic() - began
 
     def state(self, name: str) -> str:
         return self.client.inspect_container(name)["State"]["Status"]

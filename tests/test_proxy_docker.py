@@ -5,7 +5,6 @@ Docker engine, real HTTP clients over loopback sockets.
 
 import concurrent.futures
 import hashlib
-import json
 import os
 import socket
 import time

@@ -21,7 +21,6 @@ from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLook
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import (
-    Agent,
     BrowserLikePolicyForHTTPS,
     FileBodyProducer,
     RequestTransmissionFailed,
@@ -36,7 +35,7 @@ from zope.interface import Interface, implementer
 
 from .headers import request_headers, response_headers
 from .problem import write_problem
-from .readiness import QuietPool
+from .httpclient import QuietPool, make_agent
 
 __all__ = ["AgentForwarder", "IForwarder", "Upstream"]
 
@@ -114,8 +113,7 @@ class AgentForwarder:
         self.pool.maxPersistentPerHost = max_per_host
         self.pool.cachedConnectionTimeout = cached_timeout
         self.pool.retryAutomatically = True
-        self._agent = Agent(reactor, contextFactory=tls_policy or BrowserLikePolicyForHTTPS(),
-                            connectTimeout=connect_timeout, pool=self.pool)
+        self._agent = make_agent(reactor, self.pool, connect_timeout, tls_policy)
 
     def close(self) -> Deferred:
         return self.pool.closeCachedConnections()

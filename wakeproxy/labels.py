@@ -8,16 +8,23 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .durations import parse_duration
 from .runtime import Container
 
-__all__ = ["PORT", "NETWORK", "HEALTH_CHECK", "SEED_HEALTH_CHECK", "ROUTER", "direct_address",
-           "health_check_url", "router_name"]
+__all__ = ["PORT", "NETWORK", "HEALTH_CHECK", "SEED_HEALTH_CHECK", "ROUTER", "IDLE_TIMEOUT", "STOP_METHOD",
+           "GROUP", "DEPENDS_ON", "LOADING_PAGE", "depends_on", "direct_address", "group", "health_check_url",
+           "idle_timeout", "loading_page", "router_name", "stop_method"]
 
 PORT = "wakeproxy.port"
 NETWORK = "wakeproxy.network"
 HEALTH_CHECK = "wakeproxy.health-check"
 SEED_HEALTH_CHECK = "health-check"  # the old spawner's label, still honoured
 ROUTER = "wakeproxy.router"
+IDLE_TIMEOUT = "wakeproxy.idle-timeout"
+STOP_METHOD = "wakeproxy.stop-method"
+GROUP = "wakeproxy.group"
+DEPENDS_ON = "wakeproxy.depends-on"
+LOADING_PAGE = "wakeproxy.loading-page"
 
 
 class AddressError(ValueError):
@@ -71,3 +78,42 @@ def health_check_url(container: Container, address: Optional[tuple[str, int]]) -
 def router_name(container: Container) -> str:
     """Traefik router serving the instance: label C{wakeproxy.router}, else the instance's name."""
     return container.labels.get(ROUTER) or container.name
+
+
+def idle_timeout(container: Container, default: Optional[float]) -> Optional[float]:
+    """
+    Seconds of inactivity before the instance is stopped, None for never: label C{wakeproxy.idle-timeout}
+    (C{90s}, C{15m}; C{0} or C{never} disable it), else C{default}. An unreadable label means never
+    (stopping a container by mistake is worse than keeping it).
+    """
+    raw = container.labels.get(IDLE_TIMEOUT)
+    if raw is None:
+        return default
+    if raw.strip().lower() in ("never", "off", "0", ""):
+        return None
+    try:
+        return parse_duration(raw) or None
+    except ValueError:
+        return None
+
+
+def stop_method(container: Container) -> str:
+    """C{stop} (default) or C{pause}, from label C{wakeproxy.stop-method}."""
+    return "pause" if container.labels.get(STOP_METHOD, "").strip().lower() == "pause" else "stop"
+
+
+def group(container: Container) -> Optional[str]:
+    return container.labels.get(GROUP) or None
+
+
+def depends_on(container: Container) -> list[str]:
+    """Instances to start (and wait for) before this one, from C{wakeproxy.depends-on=a,b}."""
+    raw = container.labels.get(DEPENDS_ON, "")
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def loading_page(container: Container, default: bool) -> bool:
+    raw = container.labels.get(LOADING_PAGE)
+    if raw is None:
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")

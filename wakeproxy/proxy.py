@@ -20,12 +20,16 @@ from twisted.web.server import NOT_DONE_YET
 
 from .forwarder import AgentForwarder, IForwarder, Upstream
 from .headers import is_origin_form
-from .labels import AddressError, direct_address
+from .idle import IdleStopper
+from .labels import AddressError, direct_address, loading_page
+from .loadingpage import STATUS_HEADER, page, status_body
+from .metrics import Registry
 from .problem import write_problem
 from .readiness import Prober, ReadinessPlan
-from .runtime import Container, IContainerRuntime
+from .runtime import IContainerRuntime
 from .selector import Head, Selection
 from .waker import WakeFailure, WakeReport, Waker
+from .wakepolicy import WakePolicy
 
 __all__ = ["ProxyResource", "ProxyService", "upstream_from_url"]
 
@@ -74,7 +78,8 @@ class ProxyResource(Resource):
 
     def __init__(self, selector: Callable[[Head], Selection], runtime: IContainerRuntime, waker: Waker,
                  forwarder: IForwarder, upstream: Optional[Upstream] = None, home_url: str = "/home",
-                 max_held_body: int = 10 * 1024 * 1024, max_upstream_per_instance: int = 64):
+                 max_held_body: int = 10 * 1024 * 1024, max_upstream_per_instance: int = 64,
+                 policy: Optional[WakePolicy] = None, loading_page: bool = False):
         Resource.__init__(self)
         self._selector = selector
         self._runtime = runtime
@@ -85,6 +90,8 @@ class ProxyResource(Resource):
         self._max_held_body = max_held_body
         self._max_upstream = max_upstream_per_instance
         self._slots: dict[str, DeferredSemaphore] = {}
+        self._policy = policy or WakePolicy()
+        self._loading_page = loading_page
 
     def render(self, request):
         if not is_origin_form(request.uri):
@@ -93,11 +100,32 @@ class ProxyResource(Resource):
             return NOT_DONE_YET
         selection = self._selector(Head(request.method, request.uri, _HeaderView(request.requestHeaders)))
         name = selection.name
-        if name is None or self._runtime.get(name) is None:
+        container = self._runtime.get(name) if name is not None else None
+        if container is None:
             self._unknown(request, selection.reason or "no managed instance named {!r}".format(name))
             return NOT_DONE_YET
+        if request.requestHeaders.hasHeader(STATUS_HEADER):
+            self._status(request, name)
+            return NOT_DONE_YET
+        agent = request.requestHeaders.getRawHeaders(b"user-agent", [None])[0]
+        wakes = self._policy.wakes(selection.uri, agent)
         if self._waker.is_ready(name):
-            self._forward(request, name, selection.uri, ())
+            self._forward(request, name, selection.uri, (), counted=wakes)
+            return NOT_DONE_YET
+        if not wakes:
+            write_problem(request, 503, "instance {} is asleep and this request (its path or user agent) does not "
+                          "wake it".format(name), retry_after=30)
+            return NOT_DONE_YET
+        if _wants_html(request) and loading_page(container, self._loading_page):
+            self._waker.wait_ready(name).addErrback(lambda f: None)  # the page polls for the outcome
+            body = page(name)
+            request.setResponseCode(503)
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            request.setHeader(b"cache-control", b"no-store")
+            request.setHeader(b"retry-after", b"1")
+            request.setHeader(b"content-length", str(len(body)).encode())
+            request.write(body)
+            request.finish()
             return NOT_DONE_YET
         size = _body_size(request)
         if size > self._max_held_body:
@@ -109,6 +137,14 @@ class ProxyResource(Resource):
         ready.addCallbacks(self._woken, self._wake_failed, callbackArgs=(request, name, selection.uri),
                            errbackArgs=(request,))
         return NOT_DONE_YET
+
+    def _status(self, request, name: str) -> None:
+        body = status_body(name, self._waker.is_ready(name), self._waker.describe(name))
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"content-length", str(len(body)).encode())
+        request.write(body)
+        request.finish()
 
     def _unknown(self, request, reason: str) -> None:
         if _wants_html(request):
@@ -138,7 +174,7 @@ class ProxyResource(Resource):
         extra = {"phase": error.phase} if error.phase else {}
         write_problem(request, error.status, error.detail, retry_after=retry_after, **extra)
 
-    def _forward(self, request, name: str, uri: bytes, extra) -> None:
+    def _forward(self, request, name: str, uri: bytes, extra, counted: bool = True) -> None:
         upstream = self._upstream
         if upstream is None:
             container = self._runtime.get(name)
@@ -150,12 +186,16 @@ class ProxyResource(Resource):
         slots = self._slots.get(name)
         if slots is None:
             slots = self._slots[name] = DeferredSemaphore(self._max_upstream)
+        if counted:
+            self._waker.exchange_began(name)
         slot = slots.acquire()
         if not slot.called:
             request.notifyFinish().addErrback(lambda _: slot.cancel())
         slot.addCallback(lambda _: self._forwarder.forward(request, upstream, uri, extra).addBoth(
             lambda _: slots.release()))
         slot.addErrback(lambda f: f.trap(CancelledError))
+        if counted:
+            slot.addBoth(lambda _: self._waker.exchange_ended(name))
 
 
 def _body_size(request) -> int:
@@ -172,7 +212,7 @@ def _body_size(request) -> int:
 class ProxyService(Service):
     """Builds the proxy's parts from the options; stopping it closes the upstream connection pool."""
 
-    def __init__(self, options, runtime: IContainerRuntime, reactor):
+    def __init__(self, options, runtime: IContainerRuntime, reactor, metrics: Registry):
         direct = options["upstream"] == "direct"
         tls_policy = None
         if options["upstream-ca"]:
@@ -180,17 +220,27 @@ class ProxyService(Service):
                 tls_policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
         plan = ReadinessPlan(reactor, Prober(reactor), direct=direct, traefik_api=options["traefik-api"],
                              ready_delay=options["ready-delay"])
+        self.metrics = metrics
         self.waker = Waker(reactor, runtime, plan, wake_timeout=options["wake-timeout"],
-                           max_held=options["max-held"], max_held_per_instance=options["max-held-per-instance"])
+                           max_held=options["max-held"], max_held_per_instance=options["max-held-per-instance"],
+                           stop_timeout=options["stop-timeout"], wake_rate=options["wake-rate"], metrics=metrics)
+        self.idle = IdleStopper(reactor, runtime, self.waker, options["idle-timeout"])
         self.forwarder = AgentForwarder(reactor, max_per_host=options["max-upstream-per-instance"],
                                         tls_policy=tls_policy)
         self.resource = ProxyResource(
             options["selector"], runtime, self.waker, self.forwarder,
             upstream=None if direct else upstream_from_url(options["upstream"]),
             home_url=options["home-url"], max_held_body=options["max-held-body"],
-            max_upstream_per_instance=options["max-upstream-per-instance"])
+            max_upstream_per_instance=options["max-upstream-per-instance"],
+            policy=WakePolicy(options["no-wake-path"], options["no-wake-user-agent"]),
+            loading_page=bool(options["loading-page"]))
+
+    def startService(self):
+        Service.startService(self)
+        self.idle.startService()
 
     def stopService(self):
         Service.stopService(self)
+        self.idle.stopService()
         self.waker.stop()
         return self.forwarder.close()

@@ -17,13 +17,14 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory, readBody
+from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
+from .httpclient import QuietPool, make_agent
 from .labels import AddressError, direct_address, health_check_url, router_name
 from .runtime import Container
 
-__all__ = ["Prober", "QuietPool", "ReadinessPlan", "poll_until"]
+__all__ = ["Prober", "ReadinessPlan", "poll_until"]
 
 FIRST_INTERVAL = 0.010
 MAX_INTERVAL = 0.250
@@ -84,16 +85,6 @@ def poll_until(clock, attempt: Callable[[], Deferred], first: float = FIRST_INTE
     return result
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
-    noisy = False
-
-
-class QuietPool(HTTPConnectionPool):
-    """A connection pool that does not log every connection it opens and closes."""
-
-    _factory = _QuietClientFactory
-
-
 class _Connected(Protocol):
     def connectionMade(self) -> None:
         self.transport.loseConnection()
@@ -109,7 +100,7 @@ class Prober:
     def __init__(self, reactor, attempt_timeout: float = ATTEMPT_TIMEOUT):
         self._reactor = reactor
         self._timeout = attempt_timeout
-        self._agent = Agent(reactor, connectTimeout=attempt_timeout, pool=QuietPool(reactor, persistent=False))
+        self._agent = make_agent(reactor, QuietPool(reactor, persistent=False), attempt_timeout)
 
     def tcp_check(self, host: str, port: int) -> Deferred:
         """True once something accepts a TCP connection on C{host:port}."""

@@ -9,7 +9,7 @@ C{--api-listen} (deploy API). Stopping it reverses that order.
 
 import os
 import re
-from typing import Optional
+
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -20,6 +20,7 @@ from twisted.web.server import Site
 from .durations import parse_duration
 from .runtime import OwnerLabel, parse_owner_label
 from .selector import parse_selector
+from .wakepolicy import DEFAULT_NO_WAKE_PATHS, parse_wake_rate
 
 __all__ = ["Options", "makeService"]
 
@@ -62,17 +63,23 @@ class Options(usage.Options):
         ["name-pattern", None, "^[a-z0-9][a-z0-9-]{0,62}$", "Regex every new instance name must match."],
         ["pull", None, "never", "Pull a missing image on deploy: 'never' or 'missing'."],
         ["max-api-body", None, str(1024 * 1024), "Largest deploy API request body (bytes); beyond: 413."],
+        ["idle-timeout", None, "15m",
+         "Stop an instance after this long without activity (label wakeproxy.idle-timeout overrides; 0: never)."],
+        ["wake-rate", None, None, "At most COUNT wakes per instance per PERIOD, e.g. 5/1m; beyond: 503."],
     ]
     optFlags = [
         ["keep-path", None, "With --select path:PREFIX, forward the path unchanged."],
         ["no-auth", None, "Serve the deploy API without credentials (local demos only: logged loudly)."],
         ["allow-host-network", None, "Let the deploy API create containers with network 'host'."],
+        ["loading-page", None, "Browsers navigating to a sleeping instance get a page that waits, then reloads."],
     ]
 
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self["listen"] = []
         self["allow-image"] = []
+        self["no-wake-path"] = []
+        self["no-wake-user-agent"] = []
 
     def opt_listen(self, description: str) -> None:
         """Endpoint for proxied traffic (repeatable) [default: tcp:8000]."""
@@ -82,9 +89,33 @@ class Options(usage.Options):
         """Image the deploy API may create from, a glob like 'mock-app:*' (repeatable) [default: any local image]."""
         self["allow-image"].append(pattern)
 
+    def opt_no_wake_path(self, glob: str) -> None:
+        """Path glob that never wakes an instance nor counts as activity (repeatable) [default: /favicon.ico, /robots.txt]."""
+        self["no-wake-path"].append(glob)
+
+    def opt_no_wake_user_agent(self, regex: str) -> None:
+        """User-Agent regex that never wakes an instance nor counts as activity (repeatable), e.g. UptimeRobot."""
+        try:
+            re.compile(regex)
+        except re.error as e:
+            raise usage.UsageError("--no-wake-user-agent: not a regular expression ({})".format(e))
+        self["no-wake-user-agent"].append(regex)
+
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = ["tcp:8000"]
+        if not self["no-wake-path"]:
+            self["no-wake-path"] = list(DEFAULT_NO_WAKE_PATHS)
+        if self["wake-rate"] is not None:
+            try:
+                self["wake-rate"] = parse_wake_rate(self["wake-rate"])
+            except ValueError as e:
+                raise usage.UsageError("--wake-rate: {}".format(e))
+        try:
+            idle = parse_duration(self["idle-timeout"]) if self["idle-timeout"].strip().lower() != "never" else 0
+        except ValueError as e:
+            raise usage.UsageError("--idle-timeout: {}".format(e))
+        self["idle-timeout"] = idle or None
         if self["docker-url"] is None:
             self["docker-url"] = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         try:
@@ -150,6 +181,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         from twisted.internet import reactor
     from .api import api_resource
     from .dockerruntime import DockerRuntime
+    from .metrics import Registry
     from .proxy import ProxyService
 
     top = MultiService()
@@ -157,7 +189,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     runtime = DockerRuntime(reactor, options["docker-url"], owner, max_threads=options["docker-threads"])
     runtime.setServiceParent(top)
 
-    proxy = ProxyService(options, runtime, reactor)
+    metrics = Registry()
+    proxy = ProxyService(options, runtime, reactor, metrics)
     proxy.setServiceParent(top)
     proxy_site = QuietSite(proxy.resource, reactor=reactor)
     proxy_site.timeOut = 75

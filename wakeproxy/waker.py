@@ -3,22 +3,31 @@
 The waker: one state machine per instance, driven by the runtime's snapshots.
 
 C{wait_ready(name)} answers at once for an instance known to be ready. Otherwise the caller is held: the
-first caller begins a wake (start or unpause, then readiness, then the route check) and every caller
-waits on that same wake (single-flight). The wake has one deadline; on expiry every held caller gets a
-504 naming the phase that did not finish. A container that exits or turns unhealthy while waking fails
-its callers at once (502/503) and is not restarted in a loop. Held callers are bounded per instance and
-in total (503 with Retry-After beyond); a caller that goes away is dropped from the queue while the wake
-goes on for the others.
+first caller begins a wake (dependencies first, then start or unpause, readiness, the route check) and
+every caller waits on that same wake (single-flight). The wake has one deadline; on expiry every held
+caller gets a 504 naming the phase that did not finish. A container that exits or turns unhealthy while
+waking fails its callers at once (502/503) and is not restarted in a loop. Held callers are bounded per
+instance and in total (503 with Retry-After beyond); one that goes away is dropped from the queue while
+the wake goes on for the others.
+
+The waker also owns the other direction, C{sleep(name)} (stop or pause), so the two never race: a request
+arriving while an instance goes down is held and wakes it again once the stop completes, and nothing is
+sent to a container that is going down. Activity (exchanges in flight, the end of the last one) is
+counted here too, for the idle stopper.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from .labels import depends_on, group
+from .metrics import Counter, Gauge, Histogram, Registry
 from .readiness import ReadinessPlan
 from .runtime import Container, IContainerRuntime, NoSuchInstance, RuntimeFailure
 
@@ -61,36 +70,89 @@ class _Instance:
     phase: str = "start"
     #: the pending readiness decision of a wake, settled by a probe or by a snapshot change.
     verdict: Optional[Deferred] = None
+    #: the pending route check of a wake, failed by a snapshot change if the container goes away.
+    gate: Optional[Deferred] = None
     expired: bool = False
     #: False after an unpause: health checks fail while a container is frozen, so Docker's health is stale.
     trust_health: bool = True
+    #: the stop or pause in progress, if any.
+    stopping: Optional[Deferred] = None
+    inflight: int = 0
+    last_activity: float = 0.0
+    wake_times: deque = field(default_factory=deque)
+    last_wake: Optional[dict] = None
 
 
 class Waker:
     log = Logger()
 
     def __init__(self, clock, runtime: IContainerRuntime, plan: ReadinessPlan, wake_timeout: float = 60.0,
-                 max_held: int = 10000, max_held_per_instance: int = 1000):
+                 max_held: int = 10000, max_held_per_instance: int = 1000, stop_timeout: float = 10.0,
+                 wake_rate: Optional[tuple[int, float]] = None, metrics: Optional[Registry] = None):
         self._clock = clock
         self._runtime = runtime
         self._plan = plan
         self._wake_timeout = wake_timeout
         self._max_held = max_held
         self._max_held_per_instance = max_held_per_instance
+        self._stop_timeout = stop_timeout
+        self._wake_rate = wake_rate
         self._instances: dict[str, _Instance] = {}
         self.held = 0
-        #: completed wakes by outcome, for metrics and tests.
-        self.outcomes: dict[str, int] = {}
+        registry = metrics or Registry()
+        self._wakes = registry.add(Counter("wakeproxy_wakes_total", "Wakes by outcome.", ["outcome"]))
+        self._phase_seconds = registry.add(Histogram("wakeproxy_wake_phase_seconds", "Wake duration by phase.",
+                                                     ["phase"]))
+        self._sleeps = registry.add(Counter("wakeproxy_idle_stops_total", "Instances put to sleep, by method.",
+                                            ["method"]))
+        registry.add(Gauge("wakeproxy_held_requests", "Requests held while instances wake.",
+                           lambda: {(): self.held}))
+        registry.add(Gauge("wakeproxy_inflight_requests", "Exchanges in flight per instance.",
+                           lambda: {(i.name,): i.inflight for i in self._instances.values() if i.inflight},
+                           ["instance"]))
         self._unwatch = runtime.watch(self._changed)
+        for container in runtime.list():
+            self._changed(container.name, container)
+
+    # reads
 
     def is_ready(self, name: str) -> bool:
         """True when requests for C{name} may go straight upstream (the hot path: two lookups)."""
         instance = self._instances.get(name)
         return instance is not None and instance.ready
 
-    def waking(self, name: str) -> bool:
+    def describe(self, name: str) -> dict:
+        """What the deploy API shows about an instance's activity and its last wake."""
         instance = self._instances.get(name)
-        return instance is not None and instance.wake is not None
+        if instance is None:
+            return {"inflight": 0, "last_activity": None, "waking": False, "stopping": False, "held": 0,
+                    "last_wake": None}
+        return {"inflight": instance.inflight, "last_activity": instance.last_activity or None,
+                "waking": instance.wake is not None, "stopping": instance.stopping is not None,
+                "held": len(instance.waiters), "last_wake": instance.last_wake}
+
+    def idle_since(self, name: str) -> Optional[float]:
+        """When the instance's last exchange ended, or None while it is busy (in flight, waking, stopping)."""
+        instance = self._instances.get(name)
+        if instance is None:
+            return None
+        if instance.inflight or instance.waiters or instance.wake is not None or instance.stopping is not None:
+            return None
+        return instance.last_activity
+
+    # activity
+
+    def exchange_began(self, name: str) -> None:
+        instance = self._instance(name)
+        instance.inflight += 1
+        instance.last_activity = self._clock.seconds()
+
+    def exchange_ended(self, name: str) -> None:
+        instance = self._instance(name)
+        instance.inflight = max(0, instance.inflight - 1)
+        instance.last_activity = self._clock.seconds()
+
+    # waking
 
     def wait_ready(self, name: str) -> Deferred:
         """
@@ -100,9 +162,7 @@ class Waker:
         container = self._runtime.get(name)
         if container is None:
             return fail(WakeFailure(404, "no managed instance named {!r}".format(name)))
-        instance = self._instances.get(name)
-        if instance is None:
-            instance = self._instances[name] = _Instance(name)
+        instance = self._instance(name)
         if instance.ready and container.running:
             return succeed(None)
         if len(instance.waiters) >= self._max_held_per_instance:
@@ -111,25 +171,43 @@ class Waker:
         if self.held >= self._max_held:
             return fail(WakeFailure(503, "too many requests are already waiting for instances to wake ({})".format(
                 self._max_held), retry_after=RETRY_AFTER))
+        if instance.wake is None and instance.stopping is None:
+            refused = self._rate_refusal(instance)
+            if refused is not None:
+                return fail(refused)
         waiter = Deferred(lambda d: self._drop(instance, d))
         instance.waiters.append(waiter)
         self.held += 1
-        if instance.wake is None:
+        if instance.wake is None and instance.stopping is None:
             self._begin(instance)
         return waiter
 
-    def stop(self) -> None:
-        """Stop following the runtime (at shutdown)."""
-        self._unwatch()
-
-    # the wake
+    def _rate_refusal(self, instance: _Instance) -> Optional[WakeFailure]:
+        if self._wake_rate is None:
+            return None
+        count, period = self._wake_rate
+        now = self._clock.seconds()
+        while instance.wake_times and instance.wake_times[0] <= now - period:
+            instance.wake_times.popleft()
+        if len(instance.wake_times) < count:
+            return None
+        retry = int(instance.wake_times[0] + period - now) + 1
+        self._wakes.inc("rate_limited")
+        return WakeFailure(503, "instance {} was woken {} times in the last {:g}s (--wake-rate); not waking it "
+                                "again yet".format(instance.name, count, period), retry_after=retry)
 
     def _begin(self, instance: _Instance) -> None:
         instance.expired = False
         instance.phase = "start"
+        instance.wake_times.append(self._clock.seconds())
         instance.timer = self._clock.callLater(self._wake_timeout, self._expire, instance)
-        instance.wake = Deferred.fromCoroutine(self._wake(instance))
-        instance.wake.addCallbacks(self._woke, self._failed, callbackArgs=(instance,), errbackArgs=(instance,))
+        # The coroutine runs synchronously up to its first await and may re-enter wait_ready (groups,
+        # dependencies): mark the wake as begun first, so that re-entry joins it instead of starting another.
+        marker = instance.wake = Deferred()
+        wake = Deferred.fromCoroutine(self._wake(instance))
+        if instance.wake is marker:
+            instance.wake = wake
+        wake.addCallbacks(self._woke, self._failed, callbackArgs=(instance,), errbackArgs=(instance,))
 
     async def _wake(self, instance: _Instance) -> WakeReport:
         name = instance.name
@@ -138,6 +216,20 @@ class Waker:
         container = self._runtime.get(name)
         if container is None:
             raise WakeFailure(404, "no managed instance named {!r}".format(name))
+        self._wake_group(container)
+        needs = depends_on(container)
+        if needs:
+            instance.phase = "dependencies"
+            for dependency in needs:
+                try:
+                    await self.wait_ready(dependency)
+                except WakeFailure as e:
+                    raise WakeFailure(e.status if e.status != 404 else 502, "dependency {} of {}: {}".format(
+                        dependency, name, e.detail), phase="dependencies", retry_after=e.retry_after)
+            now = self._clock.seconds()
+            phases["dependencies"], phase_began = now - phase_began, now
+            container = self._runtime.get(name) or container
+        instance.phase = "start"
         instance.trust_health = container.state != "paused"
         if container.state == "paused":
             self.log.info("unpausing {instance}", instance=name)
@@ -147,7 +239,7 @@ class Waker:
             await self._runtime.start(name)
         container = self._runtime.get(name)
         if container is None or not container.running:
-            raise _exited(name, container, "right after it was started")
+            raise _exited(name, container, "right after it was started", "start")
         now = self._clock.seconds()
         phases["start"], phase_began = now - phase_began, now
 
@@ -159,10 +251,38 @@ class Waker:
         route = self._plan.route(container)
         if route is not None:
             instance.phase = "route"
-            await route
+            await self._gated(instance, route)
             now = self._clock.seconds()
             phases["route"] = now - phase_began
         return WakeReport(phases, self._clock.seconds() - began)
+
+    def _gated(self, instance: _Instance, check: Deferred) -> Deferred:
+        """Wait for C{check}, unless the container exits or is removed meanwhile (then fail at once)."""
+        gate = instance.gate = Deferred()
+        check.addCallback(lambda _: _settle(gate))
+        check.addErrback(lambda f: None if f.check(CancelledError) else (gate.called or gate.errback(f)))
+
+        def done(result):
+            instance.gate = None
+            if not check.called:
+                check.cancel()
+            return result
+
+        return gate.addBoth(done)
+
+    def _wake_group(self, container: Container) -> None:
+        """Waking one member of a C{wakeproxy.group} wakes the others too (without waiting for them)."""
+        name = group(container)
+        if name is None:
+            return
+        for member in self._runtime.list():
+            if member.name != container.name and group(member) == name and not self.is_ready(member.name):
+                self.wait_ready(member.name).addErrback(self._member_failed, member.name)
+
+    def _member_failed(self, failure, member: str) -> None:
+        if not failure.check(CancelledError):
+            self.log.warn("waking group member {instance} failed: {why}", instance=member,
+                          why=failure.getErrorMessage())
 
     def _readiness(self, instance: _Instance, container: Container) -> Deferred:
         verdict = instance.verdict = Deferred()
@@ -178,6 +298,7 @@ class Waker:
             probe = self._plan.probe(container)
             if probe is not None:
                 probe.addCallback(lambda _: _settle(verdict))
+                probe.addErrback(lambda f: f.trap(CancelledError))
             elif health == "none":
                 self._clock.callLater(self._plan.ready_delay, _settle, verdict)
 
@@ -191,12 +312,19 @@ class Waker:
 
     def _changed(self, name: str, container: Optional[Container]) -> None:
         instance = self._instances.get(name)
+        if container is not None and container.running and (instance is None or not instance.last_activity):
+            # first seen running (at start-up, or started behind our back): its idle clock starts now
+            instance = self._instance(name)
+            instance.last_activity = self._clock.seconds()
         if instance is None:
             return
         if container is None or not container.running:
             instance.ready = False
-            if instance.verdict is not None and not instance.verdict.called:
-                instance.verdict.errback(_exited(name, container, "while it was starting"))
+            if container is not None and container.state == "exited":
+                instance.last_activity = 0.0
+            for pending in (instance.verdict, instance.gate):
+                if pending is not None and not pending.called:
+                    pending.errback(_exited(name, container, "while it was starting", instance.phase))
         elif container.health == "unhealthy" and instance.trust_health:
             instance.ready = False
             if instance.verdict is not None and not instance.verdict.called:
@@ -204,7 +332,7 @@ class Waker:
                     503, "instance {} turned unhealthy while it was starting".format(name), phase="health"))
         elif container.health == "healthy" and instance.verdict is not None:
             _settle(instance.verdict)
-        if container is None and instance.wake is None and not instance.waiters:
+        if container is None and instance.wake is None and not instance.waiters and instance.stopping is None:
             del self._instances[name]
 
     def _expire(self, instance: _Instance) -> None:
@@ -224,6 +352,14 @@ class Waker:
         instance.wake = None
         container = self._runtime.get(instance.name)
         instance.ready = container is not None and container.running
+        instance.trust_health = True
+        instance.last_activity = self._clock.seconds()
+        instance.last_wake = {"at": self._clock.seconds() - report.total, "outcome": "woken",
+                              "phases": {k: round(v, 4) for k, v in report.phases.items()},
+                              "total": round(report.total, 4)}
+        for phase, seconds in report.phases.items():
+            self._phase_seconds.observe(seconds, phase)
+        self._phase_seconds.observe(report.total, "total")
         self.log.info("woke {instance} in {total:.3f}s ({timing})", instance=instance.name, total=report.total,
                       timing=report.server_timing().decode())
         self._release(instance, report, "woken")
@@ -248,7 +384,10 @@ class Waker:
         self._release(instance, error, "failed")
 
     def _release(self, instance: _Instance, result, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self._wakes.inc(outcome)
+        if outcome != "woken":
+            instance.last_wake = {"at": self._clock.seconds(), "outcome": outcome, "phase": instance.phase,
+                                  "detail": str(result)}
         waiters, instance.waiters = instance.waiters, []
         self.held -= len(waiters)
         for waiter in waiters:
@@ -267,14 +406,58 @@ class Waker:
             instance.timer.cancel()
         instance.timer = None
 
+    # sleeping
+
+    def sleep(self, name: str, method: str = "stop") -> Deferred:
+        """
+        Stop (or pause) an idle instance. Refused (fires False) while it is busy; requests that arrive
+        meanwhile are held and wake it again once it is down.
+        """
+        instance = self._instances.get(name)
+        container = self._runtime.get(name)
+        if instance is None or container is None or not container.running or self.idle_since(name) is None:
+            return succeed(False)
+        instance.ready = False
+        self.log.info("{instance} is idle: {method}", instance=name, method=method)
+        if method == "pause":
+            d = self._runtime.pause(name)
+        else:
+            d = self._runtime.stop(name, self._stop_timeout)
+        instance.stopping = d
+
+        def finished(result):
+            instance.stopping = None
+            if isinstance(result, Failure):
+                self.log.warn("could not {method} {instance}: {why}", method=method, instance=name,
+                              why=result.getErrorMessage())
+                ok = False
+            else:
+                self._sleeps.inc(method)
+                ok = True
+            if instance.waiters and instance.wake is None:
+                self._begin(instance)
+            return ok
+
+        return d.addBoth(finished)
+
+    def stop(self) -> None:
+        """Stop following the runtime (at shutdown)."""
+        self._unwatch()
+
+    def _instance(self, name: str) -> _Instance:
+        instance = self._instances.get(name)
+        if instance is None:
+            instance = self._instances[name] = _Instance(name)
+        return instance
+
 
 def _settle(verdict: Deferred) -> None:
     if not verdict.called:
         verdict.callback(None)
 
 
-def _exited(name: str, container: Optional[Container], when: str) -> WakeFailure:
+def _exited(name: str, container: Optional[Container], when: str, phase: str) -> WakeFailure:
     if container is None:
-        return WakeFailure(502, "instance {} was removed {}".format(name, when), phase="start")
+        return WakeFailure(502, "instance {} was removed {}".format(name, when), phase=phase)
     return WakeFailure(502, "instance {} exited with code {} {}".format(name, container.exit_code, when),
-                       phase="health")
+                       phase=phase)
