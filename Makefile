@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: run test test-unit images docker venv bench bench-smoke clean
+.PHONY: run test test-unit images docker tools venv bench bench-smoke clean
 
 venv: $(VENV)/.installed
 
@@ -15,10 +15,13 @@ $(VENV)/.installed: setup.py
 docker:
 	bash scripts/ensure-docker.sh
 
-images: docker
+images: docker venv
 	bash scripts/build-images.sh
 
-test: venv images
+tools:
+	bash scripts/ensure-test-tools.sh
+
+test: venv images tools
 	$(PY) -m pytest -q
 
 test-unit: venv
@@ -27,10 +30,10 @@ test-unit: venv
 run: venv images
 	bash scripts/run-demo.sh
 
-bench: venv images
+bench: venv images tools
 	$(PY) -m bench.run
 
-bench-smoke: venv images
+bench-smoke: venv images tools
 	$(PY) -m bench.run --smoke
 
 clean:

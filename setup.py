@@ -8,7 +8,7 @@ setup(
     description="Scale-to-zero front door for Docker containers: holds, wakes and replays requests.",
     python_requires=">=3.11",
     packages=["wakeproxy", "twisted.plugins"],
-    package_data={"twisted": ["plugins/wakeproxy_plugin.py"]},
+    package_data={"twisted": ["plugins/wakeproxy_plugin.py"], "wakeproxy": ["openapi.json"]},
     install_requires=[
         "twisted[tls]>=24.7",
         "treq>=24.9",
@@ -16,6 +16,6 @@ setup(
         "service-identity>=24.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "schemathesis>=4.0", "hypothesis>=6.100", "requests>=2.31", "selenium>=4.20"],
     },
 )

@@ -241,6 +241,12 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "mock_app/1.0"
 
+    def setup(self):
+        super().setup()
+        # Head and body go out in separate writes; without NODELAY, Nagle holds the body until the
+        # client's delayed ACK (~40 ms) on every kept-alive response after the first.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def do_GET(self):
         self._dispatch()
 

@@ -23,4 +23,18 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
 fi
 
 docker build -q --build-arg BASE="$BASE_IMAGE" -t mock-app:latest mock_app >/dev/null
-echo "images ready: $BASE_IMAGE mock-app:latest"
+docker build -q --build-arg BASE="$BASE_IMAGE" -t mock-home:latest mock_home >/dev/null
+
+# wakeproxy: its packages are installed here, on the host, into the build context (the image's Python is
+# the same minor version), so the image build needs no network.
+PIP=${PIP:-.venv/bin/pip}
+stamp=build/image-site/.source-stamp
+source_stamp=$(cat setup.py wakeproxy/*.py wakeproxy/*.json twisted/plugins/*.py 2>/dev/null | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$source_stamp" ]; then
+    rm -rf build/image-site
+    "$PIP" install -q --no-compile --target build/image-site . 2>&1 | grep -vi warning || true
+    rm -rf build/lib build/bdist* 2>/dev/null || true
+    echo "$source_stamp" > "$stamp"
+fi
+docker build -q --build-arg BASE="$BASE_IMAGE" -t wakeproxy:latest . >/dev/null
+echo "images ready: $BASE_IMAGE mock-app:latest mock-home:latest wakeproxy:latest"

@@ -3,7 +3,6 @@ One conformance suite for every L{IContainerRuntime}: the in-memory fake and the
 must behave the same, so unit tests written against the fake mean something.
 """
 
-import os
 import time
 
 import pytest
@@ -116,6 +115,14 @@ class RuntimeConformanceMixin:
         self.assertIsNone(self.runtime.get(name))
 
     @defer.inlineCallbacks
+    def test_pull_of_a_missing_image_fails(self):
+        # No registry is reachable here, so only the failure path runs on Docker: a registry on a closed
+        # loopback port refuses at once (and no traffic leaves the machine).
+        image = "127.0.0.1:9/wakeproxy-nope:missing"
+        yield self.assertFailure(self.runtime.pull(image), NoSuchImage)
+        yield self.assertFailure(self.runtime.create(self.spec(unique_name(), image=image)), NoSuchImage)
+
+    @defer.inlineCallbacks
     def test_unknown_names(self):
         name = unique_name()
         for op in (self.runtime.start, self.runtime.pause, self.runtime.unpause, self.runtime.remove):
@@ -171,6 +178,14 @@ class MemoryRuntimeTests(RuntimeConformanceMixin, TestCase):
 
     def start_behind_our_back(self, name):
         self.runtime.start_behind_our_back(name)
+
+    @defer.inlineCallbacks
+    def test_pull_makes_a_pullable_image_local(self):
+        self.runtime.pullable.add("other:1")
+        yield self.runtime.pull("other:1")
+        name = unique_name()
+        created = yield self.runtime.create(self.spec(name, image="other:1"))
+        self.assertEqual(created.image, "other:1")
 
 
 @pytest.mark.docker

@@ -41,7 +41,7 @@ class TlsTests(_ProxyCase):
         # the TLS listener, verified by a real client against the throwaway CA
         r = requests.get("https://localhost:{}/".format(inner.proxy_port), headers=_cookie(name),
                          verify=self.good["ca"], timeout=30)
-        self.assertEqual(r.json()["instance"], name)
+        self.assertEqual(r.json().get("instance"), name, r.text)
         # a wakeproxy whose upstream is that https listener, trusting the private CA
         outer = self.wakeproxy("--upstream", "https://localhost:{}".format(inner.proxy_port),
                                "--upstream-ca", self.good["ca"])

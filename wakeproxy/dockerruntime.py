@@ -216,6 +216,19 @@ class DockerRuntime(Service):
         d.addCallback(lambda _: self._cache.drop(name))
         return d
 
+    def pull(self, image: str) -> Deferred:
+        def pull(client: docker.APIClient) -> None:
+            # A pull answers 200 and reports errors inside its progress stream, so read it all.
+            try:
+                for progress in client.pull(image, stream=True, decode=True):
+                    if isinstance(progress, dict) and progress.get("error"):
+                        raise NoSuchImage("could not pull {}: {}".format(image, progress["error"]))
+                client.inspect_image(image)
+            except docker.errors.APIError as e:
+                raise NoSuchImage("could not pull {}: {}".format(image, _explain(e)))
+
+        return self._call(pull)
+
     # internals: operations
 
     def _new_client(self) -> docker.APIClient:

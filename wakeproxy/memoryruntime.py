@@ -33,9 +33,12 @@ __all__ = ["MemoryRuntime"]
 class MemoryRuntime:
     """Containers as dictionaries. Operations complete at once unless a test holds them."""
 
-    def __init__(self, owner: OwnerLabel = OwnerLabel(), images: Iterable[str] = ("mock-app:latest",)):
+    def __init__(self, owner: OwnerLabel = OwnerLabel(), images: Iterable[str] = ("mock-app:latest",),
+                 pullable: Iterable[str] = ()):
         self.owner = owner
         self.images = set(images)
+        #: images a C{pull} finds in the (imaginary) registry.
+        self.pullable = set(pullable)
         self._cache = SnapshotCache()
         self._all: dict[str, Container] = {}  # every container, managed or not
         self._ids = itertools.count(1)
@@ -121,6 +124,13 @@ class MemoryRuntime:
         del self._all[name]
         self._healthchecked.discard(name)
         self._cache.drop(name)
+        return succeed(None)
+
+    def pull(self, image: str) -> Deferred:
+        self._count("pull")
+        if image not in self.pullable:
+            return fail(NoSuchImage("could not pull {}: not found in its registry".format(image)))
+        self.images.add(image)
         return succeed(None)
 
     # test controls

@@ -79,7 +79,8 @@ class ProxyResource(Resource):
     def __init__(self, selector: Callable[[Head], Selection], runtime: IContainerRuntime, waker: Waker,
                  forwarder: IForwarder, upstream: Optional[Upstream] = None, home_url: str = "/home",
                  max_held_body: int = 10 * 1024 * 1024, max_upstream_per_instance: int = 64,
-                 policy: Optional[WakePolicy] = None, loading_page: bool = False):
+                 policy: Optional[WakePolicy] = None, loading_page: bool = False,
+                 home_path: Optional[str] = None, home_upstream: Optional[Upstream] = None, clock=None):
         Resource.__init__(self)
         self._selector = selector
         self._runtime = runtime
@@ -92,12 +93,43 @@ class ProxyResource(Resource):
         self._slots: dict[str, DeferredSemaphore] = {}
         self._policy = policy or WakePolicy()
         self._loading_page = loading_page
+        self._home_path = home_path.rstrip("/").encode("utf-8") if home_path and home_upstream else None
+        self._home_upstream = home_upstream
+        self._clock = clock
+        self._synced = False
+        runtime.ready().addCallback(self._sync_done)
+
+    def _sync_done(self, _) -> None:
+        self._synced = True
 
     def render(self, request):
         if not is_origin_form(request.uri):
             write_problem(request, 400, "the request target must be a path (origin-form), not {!r}".format(
                 request.uri[:64].decode("latin-1")))
             return NOT_DONE_YET
+        if self._home_path is not None and _under(request.path, self._home_path):
+            # the home site: no instance selection, no waking, not anyone's activity
+            self._forwarder.forward(request, self._home_upstream, request.uri, ())
+            return NOT_DONE_YET
+        if not self._synced:
+            self._after_sync(request)
+            return NOT_DONE_YET
+        return self._dispatch(request)
+
+    def _after_sync(self, request) -> None:
+        """Before the runtime's first list nobody is known: hold the request until then (bounded)."""
+        synced = self._runtime.ready()
+        if self._clock is not None:
+            synced.addTimeout(SYNC_TIMEOUT, self._clock)
+        request.notifyFinish().addErrback(lambda _: synced.cancel())
+
+        def failed(failure) -> None:
+            if not request._disconnected:
+                write_problem(request, 503, "wakeproxy has not yet read the Docker engine's state", retry_after=2)
+
+        synced.addCallbacks(lambda _: self._dispatch(request), failed)
+
+    def _dispatch(self, request):
         selection = self._selector(Head(request.method, request.uri, _HeaderView(request.requestHeaders)))
         name = selection.name
         container = self._runtime.get(name) if name is not None else None
@@ -147,7 +179,7 @@ class ProxyResource(Resource):
         request.finish()
 
     def _unknown(self, request, reason: str) -> None:
-        if _wants_html(request):
+        if _wants_html(request) and request.path != self._home_url.split(b"?", 1)[0]:  # never a loop
             request.setResponseCode(302)
             request.setHeader(b"location", self._home_url)
             request.setHeader(b"cache-control", b"no-store")
@@ -198,6 +230,14 @@ class ProxyResource(Resource):
             slot.addBoth(lambda _: self._waker.exchange_ended(name))
 
 
+#: seconds a request waits for the runtime's first list of containers at start-up
+SYNC_TIMEOUT = 30
+
+
+def _under(path: bytes, prefix: bytes) -> bool:
+    return path == prefix or path.startswith(prefix + b"/") or (prefix == b"" and path.startswith(b"/"))
+
+
 def _body_size(request) -> int:
     content = request.content
     if content is None:
@@ -233,7 +273,16 @@ class ProxyService(Service):
             home_url=options["home-url"], max_held_body=options["max-held-body"],
             max_upstream_per_instance=options["max-upstream-per-instance"],
             policy=WakePolicy(options["no-wake-path"], options["no-wake-user-agent"]),
-            loading_page=bool(options["loading-page"]))
+            loading_page=bool(options["loading-page"]),
+            home_path=options["home-path"], clock=reactor,
+            home_upstream=upstream_from_url(options["home-upstream"] or options["upstream"])
+            if (options["home-upstream"] or not direct) else None)
+
+    def activity(self, container) -> dict:
+        """What the deploy API shows of an instance's activity (see L{Waker.describe})."""
+        doc = self.waker.describe(container.name)
+        doc["idle_deadline"] = self.idle.deadline(container)
+        return doc
 
     def startService(self):
         Service.startService(self)

@@ -153,6 +153,12 @@ class IContainerRuntime(Interface):
     def remove(name: str, force: bool = False):
         """Remove a container (C{force}: even when running) and its anonymous volumes."""
 
+    def pull(image: str):
+        """
+        Fetch C{image} from its registry; fires once it is local, fails with L{NoSuchImage} (saying why)
+        when it cannot be pulled.
+        """
+
 
 class SnapshotCache:
     """

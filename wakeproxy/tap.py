@@ -44,6 +44,10 @@ class Options(usage.Options):
         ["select", None, "cookie:instance",
          "How a request names its instance: cookie:NAME, path:PREFIX, host:PATTERN or header:NAME."],
         ["home-url", None, "/home", "Where browsers asking for an unknown instance are redirected."],
+        ["home-path", None, "/home",
+         "Path prefix of the home site, forwarded without instance selection (to --home-upstream, or to the "
+         "--upstream router)."],
+        ["home-upstream", None, None, "URL of the home site (mock_home) in direct mode."],
         ["upstream", None, "direct",
          "'direct' (to each container) or a URL of one router (Traefik) that receives every request."],
         ["upstream-ca", None, None, "PEM file of the CA that signs an https upstream's certificate."],
@@ -144,6 +148,9 @@ class Options(usage.Options):
         upstream = self["upstream"]
         if upstream != "direct" and not upstream.startswith(("http://", "https://")):
             raise usage.UsageError("--upstream: use 'direct' or an http:// or https:// URL, got {!r}".format(upstream))
+        if self["home-upstream"] is not None and not self["home-upstream"].startswith(("http://", "https://")):
+            raise usage.UsageError("--home-upstream: use an http:// or https:// URL, got {!r}".format(
+                self["home-upstream"]))
         if self["upstream-ca"] is not None and not os.path.isfile(self["upstream-ca"]):
             raise usage.UsageError("--upstream-ca: no such file {!r}".format(self["upstream-ca"]))
         for desc in self["listen"] + [self["api-listen"]]:
@@ -197,6 +204,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     for description in options["listen"]:
         StreamServerEndpointService(serverFromString(reactor, description), proxy_site).setServiceParent(top)
 
-    api_site = QuietSite(api_resource(options, runtime, proxy.waker, reactor), reactor=reactor)
+    api_site = QuietSite(api_resource(options, runtime, proxy.waker, reactor, activity=proxy.activity,
+                                         metrics=metrics), reactor=reactor)
     StreamServerEndpointService(serverFromString(reactor, options["api-listen"]), api_site).setServiceParent(top)
     return top

@@ -1,0 +1,12 @@
+"""The benchmark sections, in run order: each is C{run(ctx, section)} filling a L{bench.report.Section}."""
+
+from . import cold, herd, pause, scale, streaming, warm
+
+SECTIONS = {
+    "warm": warm.run,
+    "cold": cold.run,
+    "herd": herd.run,
+    "streaming": streaming.run,
+    "scale": scale.run,
+    "pause": pause.run,
+}

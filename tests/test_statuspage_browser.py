@@ -1,0 +1,80 @@
+"""The operators' status page (GET /ui on the API listener) in headless Chromium, and /metrics."""
+
+import os
+import tempfile
+
+import pytest
+import requests
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.browser import ARTIFACTS, chromium
+from tests.test_proxy_docker import _ProxyCase
+from tests.test_site_docker import _passwd
+
+pytestmark = pytest.mark.docker
+
+
+class StatusPageTests(_ProxyCase):
+    def test_sign_in_see_start_stop(self):
+        asleep = self.instances.create()
+        awake = self.instances.create()
+        passwd = _passwd(tempfile.mkdtemp(prefix="wakeproxy-ui-"), "ops", "s3cret")
+        server = self.wakeproxy("--passwd", passwd)
+        self.assertEqual(self.get(server, awake).status_code, 200)  # woken through the proxy
+
+        driver = chromium()
+        self.addCleanup(driver.quit)
+        wait = WebDriverWait(driver, 20, poll_frequency=0.1)
+        driver.get(server.api_url + "/ui")
+        driver.find_element(By.ID, "ui-username").send_keys("ops")
+        driver.find_element(By.ID, "ui-password").send_keys("wrong")
+        driver.find_element(By.ID, "ui-signin").click()
+        wait.until(lambda d: d.find_element(By.ID, "error").text)
+        driver.find_element(By.ID, "ui-password").clear()
+        driver.find_element(By.ID, "ui-password").send_keys("s3cret")
+        driver.find_element(By.ID, "ui-signin").click()
+
+        def cell(name, cls):
+            """The text of one cell; the table is redrawn every second, so an element may go stale."""
+            try:
+                rows = driver.find_elements(By.CSS_SELECTOR, 'tr[data-name="{}"] td.{}'.format(name, cls))
+                return rows[0].text if rows else None
+            except StaleElementReferenceException:
+                return None
+
+        def click(name, button):
+            def attempt(d):
+                try:
+                    d.find_element(By.CSS_SELECTOR, 'tr[data-name="{}"] button.{}'.format(name, button)).click()
+                    return True
+                except StaleElementReferenceException:
+                    return False
+            wait.until(attempt)
+
+        wait.until(lambda d: cell(awake, "state") == "running")
+        self.assertEqual(cell(asleep, "state"), "created")
+        self.assertIn("woken", cell(awake, "last-wake"))
+        self.assertNotEqual(cell(awake, "idle-deadline"), "-")
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        driver.save_screenshot(os.path.join(ARTIFACTS, "status-page.png"))
+
+        click(asleep, "start")
+        wait.until(lambda d: cell(asleep, "state") == "running")
+        click(awake, "stop")
+        wait.until(lambda d: cell(awake, "state") == "exited")
+        self.assertEqual(self.instances.state(awake), "exited")
+
+    def test_metrics(self):
+        name = self.instances.create()
+        server = self.wakeproxy("--no-auth")
+        self.assertEqual(self.get(server, name).status_code, 200)
+        r = requests.get(server.api_url + "/metrics", timeout=10)
+        self.assertEqual(r.status_code, 200)
+        self.assertTrue(r.headers["content-type"].startswith("text/plain"))
+        text = r.text
+        self.assertIn('wakeproxy_wakes_total{outcome="woken"} 1', text)
+        self.assertIn('wakeproxy_wake_phase_seconds_count{phase="total"} 1', text)
+        self.assertIn("wakeproxy_held_requests 0", text)
+

@@ -1,0 +1,89 @@
+# -*- test-case-name: tests.test_api_unit -*-
+"""
+One deploy API request being answered: its bounded body, a JSON answer or a problem+json one, and
+whether its client went away meanwhile (then nothing more is written: a twisted.web request must not be
+finished after its connection is lost).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+from urllib.parse import parse_qsl
+
+from .problem import problem_body, write_problem
+
+__all__ = ["Reply"]
+
+_REASONS = {422: b"Unprocessable Content", 424: b"Failed Dependency", 429: b"Too Many Requests"}
+
+
+class Reply:
+    def __init__(self, request):
+        self.request = request
+        self.gone = False
+        request.notifyFinish().addErrback(self._lost)
+
+    def _lost(self, _) -> None:
+        self.gone = True
+
+    @property
+    def done(self) -> bool:
+        """True once answered, or once the client is gone."""
+        return self.gone or bool(self.request.finished)
+
+    def body(self, limit: int) -> Optional[bytes]:
+        """The request body, or None after answering 413 when it is larger than C{limit} bytes."""
+        content = self.request.content
+        if content is None:
+            return b""
+        content.seek(0, 2)
+        size = content.tell()
+        content.seek(0)
+        if size > limit:
+            self.problem(413, "the request body ({} bytes) is larger than the {} bytes the deploy API accepts "
+                              "(--max-api-body)".format(size, limit))
+            return None
+        return content.read()
+
+    def query(self, name: str) -> Optional[str]:
+        """The last value of query parameter C{name} (C{""} for a bare C{?name}), or None when absent."""
+        _, _, query = self.request.uri.partition(b"?")
+        values = [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k == name]
+        return values[-1] if values else None
+
+    def json(self, status: int, doc: Any, headers: Optional[dict] = None) -> None:
+        if self.done:
+            return
+        body = json.dumps(doc).encode("utf-8") + b"\n"
+        request = self.request
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"content-length", str(len(body)).encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        for name, value in (headers or {}).items():
+            request.setHeader(name, value)
+        request.write(body)
+        request.finish()
+
+    def problem(self, status: int, detail: str, retry_after: Optional[int] = None, headers: Optional[dict] = None,
+                **extra: Any) -> None:
+        if self.done:
+            return
+        request = self.request
+        for name, value in (headers or {}).items():
+            request.setHeader(name, value)
+        reason = _REASONS.get(status)
+        if reason is None:
+            write_problem(request, status, detail, retry_after=retry_after, **extra)
+            return
+        # twisted.web knows no reason phrase for these: give the status line and the title theirs.
+        body = problem_body(status, detail, title=reason.decode("ascii"), **extra)
+        request.setResponseCode(status, reason)
+        request.setHeader(b"content-type", b"application/problem+json")
+        request.setHeader(b"content-length", str(len(body)).encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        if retry_after is not None:
+            request.setHeader(b"retry-after", str(int(retry_after)).encode("ascii"))
+        request.write(body)
+        request.finish()
