@@ -28,6 +28,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from .runtime import (
+    CachedReads,
     Container,
     CreateSpec,
     IContainerRuntime,
@@ -97,7 +98,7 @@ def container_from_summary(data: Mapping[str, Any]) -> Container:
 
 
 @implementer(IContainerRuntime)
-class DockerRuntime(Service):
+class DockerRuntime(CachedReads, Service):
     """
     Managed containers of one Docker engine. Start it as a service (it owns a thread pool and the event
     thread); stopping it closes the event stream and the pool.
@@ -158,15 +159,6 @@ class DockerRuntime(Service):
         d = Deferred()
         self._ready_waiters.append(d)
         return d
-
-    def get(self, name: str) -> Optional[Container]:
-        return self._cache.get(name)
-
-    def list(self) -> list[Container]:
-        return self._cache.list()
-
-    def watch(self, callback: Callable[[str, Optional[Container]], None]) -> Callable[[], None]:
-        return self._cache.watch(callback)
 
     # IContainerRuntime: operations
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from .runtime import (
+    CachedReads,
     Container,
     CreateSpec,
     IContainerRuntime,
@@ -30,7 +31,7 @@ __all__ = ["MemoryRuntime"]
 
 
 @implementer(IContainerRuntime)
-class MemoryRuntime:
+class MemoryRuntime(CachedReads):
     """Containers as dictionaries. Operations complete at once unless a test holds them."""
 
     def __init__(self, owner: OwnerLabel = OwnerLabel(), images: Iterable[str] = ("mock-app:latest",),
@@ -55,15 +56,6 @@ class MemoryRuntime:
 
     def ready(self) -> Deferred:
         return succeed(None)
-
-    def get(self, name: str) -> Optional[Container]:
-        return self._cache.get(name)
-
-    def list(self) -> list[Container]:
-        return self._cache.list()
-
-    def watch(self, callback: Callable[[str, Optional[Container]], None]) -> Callable[[], None]:
-        return self._cache.watch(callback)
 
     def create(self, spec: CreateSpec) -> Deferred:
         self._count("create")

@@ -25,6 +25,7 @@ __all__ = [
     "NoSuchInstance",
     "OwnerLabel",
     "RuntimeFailure",
+    "CachedReads",
     "SnapshotCache",
     "parse_owner_label",
 ]
@@ -220,3 +221,18 @@ class SnapshotCache:
                 callback(name, container)
             except Exception:
                 self.log.failure("watcher failed on a change of {instance}", instance=name)
+
+
+class CachedReads:
+    """The read half of L{IContainerRuntime}, answered from a L{SnapshotCache} at C{self._cache}."""
+
+    _cache: SnapshotCache
+
+    def get(self, name: str) -> Optional[Container]:
+        return self._cache.get(name)
+
+    def list(self) -> list[Container]:
+        return self._cache.list()
+
+    def watch(self, callback: Callable[[str, Optional[Container]], None]) -> Callable[[], None]:
+        return self._cache.watch(callback)
