@@ -40,6 +40,8 @@ class Reply:
         content.seek(0, 2)
         size = content.tell()
         content.seek(0)
+        if getattr(self.request, "body_too_large", False):
+            size = self.request.body_length  # not stored (see bodylimit.py), only counted
         if size > limit:
             self.problem(413, "the request body ({} bytes) is larger than the {} bytes the deploy API accepts "
                               "(--max-api-body)".format(size, limit))

@@ -187,6 +187,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     from .api import api_resource
+    from .bodylimit import limited_request
     from .dockerruntime import DockerRuntime
     from .metrics import Registry
     from .proxy import ProxyService
@@ -205,6 +206,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         StreamServerEndpointService(serverFromString(reactor, description), proxy_site).setServiceParent(top)
 
     api_site = QuietSite(api_resource(options, runtime, proxy.waker, reactor, activity=proxy.activity,
-                                         metrics=metrics), reactor=reactor)
+                                         metrics=metrics),
+                         requestFactory=limited_request(options["max-api-body"]), reactor=reactor)
     StreamServerEndpointService(serverFromString(reactor, options["api-listen"]), api_site).setServiceParent(top)
     return top
