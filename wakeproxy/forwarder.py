@@ -34,8 +34,8 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from zope.interface import Interface, implementer
 
 from .headers import request_headers, response_headers
-from .problem import write_problem
 from .httpclient import QuietPool, make_agent
+from .problem import write_problem
 
 __all__ = ["AgentForwarder", "IForwarder", "Upstream"]
 
