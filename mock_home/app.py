@@ -33,16 +33,17 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
-import socketserver
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "demo_http"))
+import demo_http  # noqa: E402  (next to app.py in the images, ../demo_http in the repo)
+from demo_http import ClientGone, HttpError  # noqa: E402
 
 SESSION_COOKIE = "home_session"
 LOGIN_COOKIE = "home_login"
@@ -54,9 +55,6 @@ LOGIN_COOKIE_SECONDS = 24 * 3600
 MAX_SESSIONS = 10000
 API_TIMEOUT = 30.0
 MAX_FORM = 64 * 1024
-MAX_LINE = 64 * 1024
-SIGNAL_DRAIN_SECONDS = 2.0
-POLL_SECONDS = 0.1
 HOST_NETWORK = "host"
 BRIDGE_PORT = 9000
 NAME_PREFIX = "u-"
@@ -65,22 +63,8 @@ MAX_NAME_PART = 40
 RESERVED = ("healthz", "login", "create", "open", "logout")
 
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
-_HEX = re.compile(rb"[0-9A-Fa-f]+")
 
-_log_lock = threading.Lock()
-
-
-def log(message):
-    """Write one timestamped line to stderr and flush it."""
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
-    line = "%s.%03d mock_home[%d]: %s\n" % (stamp, int(now * 1000) % 1000, os.getpid(), message)
-    with _log_lock:
-        try:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
+log = demo_http.make_log("mock_home")
 
 
 def esc(value):
@@ -350,141 +334,30 @@ def dashboard_body(session, instance, error=None, unknown=False):
 # -- the server ------------------------------------------------------------------------------------
 
 
-class HttpError(Exception):
-    """A malformed request: a plain error page and a closed connection."""
+class AppState(demo_http.ServerState):
+    """The deploy API client, the sessions, in-flight requests and the stop signal (no idle deadline)."""
 
-    def __init__(self, status, message):
-        Exception.__init__(self, message)
-        self.status = status
-        self.message = message
-
-
-class ClientGone(Exception):
-    pass
-
-
-class AppState:
     def __init__(self, config, api, sessions):
+        super().__init__()
         self.config = config
         self.api = api
         self.sessions = sessions
-        self._cond = threading.Condition()
-        self._inflight = 0
-        self.stopping = False
-        self.signal_name = None
-        self.signal_time = None
-
-    def request_started(self):
-        with self._cond:
-            self._inflight += 1
-
-    def request_finished(self):
-        with self._cond:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._cond.notify_all()
-
-    def inflight(self):
-        with self._cond:
-            return self._inflight
-
-    def on_signal(self, signum, frame):
-        if self.signal_name is None:
-            self.signal_name = signal.Signals(signum).name
-            self.signal_time = time.monotonic()
-
-    def wait_for_signal(self):
-        while self.signal_name is None:
-            time.sleep(POLL_SECONDS)
-        return self.signal_name
-
-    def drain(self):
-        """Wait at most SIGNAL_DRAIN_SECONDS after the signal for in-flight requests; return how many remain."""
-        with self._cond:
-            while self._inflight > 0:
-                left = self.signal_time + SIGNAL_DRAIN_SECONDS - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(min(POLL_SECONDS, left))
-            return self._inflight
 
 
-class HomeServer(ThreadingHTTPServer):
-    request_queue_size = 1024
-    allow_reuse_address = True
-    daemon_threads = True
-
-    def __init__(self, address, handler, state):
-        self.state = state
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
-
-    def server_bind(self):
-        # Skip HTTPServer's socket.getfqdn(), which can block on DNS inside a container.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = self.server_address[0]
-        self.server_port = self.server_address[1]
-
-    def handle_error(self, request, client_address):
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError)):
-            log("connection from %s: %s" % (client_address[0], error.__class__.__name__))
-            return
-        log("unexpected error from %s: %r" % (client_address[0], error))
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(demo_http.DemoHandler):
     server_version = "mock_home/1.0"
-
-    def do_GET(self):
-        self._dispatch()
-
-    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+    internal_error_message = "mock_home failed unexpectedly; its log says why."
 
     # -- plumbing ---------------------------------------------------------
 
-    def log_request(self, code="-", size="-"):
-        try:
-            self._status = int(code)
-        except (TypeError, ValueError):
-            self._status = code
-
-    def log_message(self, format, *args):
-        log("%s %s" % (self.address_string(), format % args))
-
-    def _dispatch(self):
-        state = self.server.state
-        started = time.monotonic()
-        self._status = None
+    def _begin(self):
         self._user = None
         self._note = None
         self._body_read = False
-        state.request_started()
-        try:
-            self._route(state)
-        except HttpError as error:
-            self.close_connection = True
-            if self._status is None:
-                self._page(error.status, "Error", error_html(error.message))
-        except (ClientGone, ConnectionError, TimeoutError) as error:
-            self.close_connection = True
-            log("%s %s: client gone (%s)" % (self.command, self._log_path(), error.__class__.__name__))
-        except Exception as error:  # never a traceback to the browser; keep serving
-            self.close_connection = True
-            log("%s %s: internal error %r" % (self.command, self._log_path(), error))
-            if self._status is None:
-                try:
-                    self._page(500, "Error", error_html("mock_home failed unexpectedly; its log says why."))
-                except OSError:
-                    pass
-        finally:
-            state.request_finished()
-            log("%s %s %s %.1fms%s%s" % (self.command, self._log_path(), self._status or "-",
-                                         (time.monotonic() - started) * 1000,
-                                         " user=%s" % self._user if self._user else "",
-                                         " (%s)" % self._note if self._note else ""))
+
+    def _log_suffix(self):
+        return ((" user=%s" % self._user if self._user else "")
+                + (" (%s)" % self._note if self._note else ""))
 
     def _log_path(self):
         return urlsplit(self.path).path[:200]  # no query strings in the log
@@ -511,19 +384,14 @@ class Handler(BaseHTTPRequestHandler):
                     found[name] = value.strip().strip('"')
         return found
 
+    def _closing(self):
+        return super()._closing() or (self.command == "POST" and not self._body_read)
+
     def _send(self, status, body, content_type, headers=()):
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in headers:
-            self.send_header(name, value)
-        if self.close_connection or self.server.state.stopping or (
-                self.command == "POST" and not self._body_read):
-            self.send_header("Connection", "close")  # also sets close_connection
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        super()._send(status, body, content_type, [("Cache-Control", "no-store")] + list(headers))
+
+    def _send_error(self, status, message):
+        self._page(status, "Error", error_html(message))
 
     def _page(self, status, title, body_html, headers=()):
         body = render_page(title, body_html).encode("utf-8")
@@ -535,9 +403,6 @@ class Handler(BaseHTTPRequestHandler):
             ("Referrer-Policy", "same-origin"),
         ]
         self._send(status, body, "text/html; charset=utf-8", headers)
-
-    def _json(self, status, obj):
-        self._send(status, (json.dumps(obj) + "\n").encode("utf-8"), "application/json")
 
     def _redirect(self, location, headers=()):
         body = ("<!doctype html><a href=\"%s\">%s</a>\n" % (esc(location), esc(location))).encode("utf-8")
@@ -560,18 +425,9 @@ class Handler(BaseHTTPRequestHandler):
         return {k: v[-1] for k, v in fields.items()}
 
     def _read_body(self):
-        if "Transfer-Encoding" in self.headers:
-            codings = [c.strip().lower() for c in self.headers["Transfer-Encoding"].split(",") if c.strip()]
-            if not codings or codings[-1] != "chunked":
-                raise HttpError(501, "unsupported transfer-encoding")
+        length = self._body_length("invalid Content-Length")
+        if length is None:
             return self._read_chunked()
-        values = {v.strip() for v in self.headers.get_all("Content-Length", [])}
-        if not values:
-            return b""
-        value = values.pop()
-        if values or not value.isdigit():
-            raise HttpError(400, "invalid Content-Length")
-        length = int(value)
         if length > MAX_FORM:
             raise HttpError(413, "the form is too large")
         return self._read_exactly(length)
@@ -582,32 +438,14 @@ class Handler(BaseHTTPRequestHandler):
             raise ClientGone("body ended early")
         return data
 
-    def _readline(self):
-        line = self.rfile.readline(MAX_LINE + 1)
-        if not line:
-            raise ClientGone("body ended early")
-        if len(line) > MAX_LINE:
-            raise HttpError(400, "line too long in chunked body")
-        return line
-
     def _read_chunked(self):
         pieces = []
         total = 0
-        while True:
-            size_text = self._readline().split(b";", 1)[0].strip()
-            if not _HEX.fullmatch(size_text):
-                raise HttpError(400, "invalid chunk size")
-            size = int(size_text, 16)
-            if size == 0:
-                break
+        for size in self._chunk_sizes():
             total += size
             if total > MAX_FORM:
                 raise HttpError(413, "the form is too large")
             pieces.append(self._read_exactly(size))
-            if self._readline() not in (b"\r\n", b"\n"):
-                raise HttpError(400, "missing CRLF after chunk")
-        while self._readline() not in (b"\r\n", b"\n"):
-            pass
         return b"".join(pieces)
 
     # -- routing ----------------------------------------------------------
@@ -623,7 +461,7 @@ class Handler(BaseHTTPRequestHandler):
         if rest.endswith("/"):
             rest = rest[:-1]
         if rest == "healthz":
-            return self._only(("GET", "HEAD")) or self._json(200, {"status": "ok"})
+            return self._only(("GET", "HEAD")) or self._send_json(200, {"status": "ok"})
         if rest in ("login", "create", "open", "logout"):
             if method in ("GET", "HEAD"):
                 return self._redirect("/home")  # a reload after a POST, a bookmark...
@@ -825,33 +663,12 @@ def main():
     """Serve until SIGTERM/SIGINT; return the exit status."""
     config = Config(os.environ)
     state = AppState(config, Api(config.api_url), Sessions())
-    signal.signal(signal.SIGTERM, state.on_signal)
-    signal.signal(signal.SIGINT, state.on_signal)
-    host = os.environ.get("HOST", "0.0.0.0").strip() or "0.0.0.0"
-    try:
-        port = int(os.environ.get("PORT", "8080"))
-    except ValueError:
-        log("invalid PORT=%r" % os.environ.get("PORT"))
+    state.catch_signals()
+    address = demo_http.listen_address(8080, log)
+    if address is None:
         return 2
-    try:
-        server = HomeServer((host, port), Handler, state)
-    except OSError as error:
-        log("cannot listen on %s:%d: %s" % (host, port, error))
-        return 1
-    thread = threading.Thread(target=server.serve_forever, name="serve",
-                              kwargs={"poll_interval": POLL_SECONDS}, daemon=True)
-    thread.start()
-    log("listening on %s:%d api=%s image=%s network=%s idle-timeout=%s" % (
-        host, server.server_address[1], config.api_url, config.image, config.network, config.idle_timeout))
-    reason = state.wait_for_signal()
-    state.stopping = True
-    log("stopping (%s): no longer accepting, %d request(s) in flight" % (reason, state.inflight()))
-    server.shutdown()
-    server.server_close()
-    thread.join()
-    left = state.drain()
-    log("exiting with %d request(s) still in flight" % left if left else "all requests finished, exiting")
-    return 0
+    return demo_http.serve(address, Handler, state, log, "api=%s image=%s network=%s idle-timeout=%s" % (
+        config.api_url, config.image, config.network, config.idle_timeout))
 
 
 if __name__ == "__main__":

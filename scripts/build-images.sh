@@ -22,8 +22,8 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     echo "built $BASE_IMAGE"
 fi
 
-docker build -q --build-arg BASE="$BASE_IMAGE" -t mock-app:latest mock_app >/dev/null
-docker build -q --build-arg BASE="$BASE_IMAGE" -t mock-home:latest mock_home >/dev/null
+docker build -q --build-arg BASE="$BASE_IMAGE" -f mock_app/Dockerfile -t mock-app:latest . >/dev/null
+docker build -q --build-arg BASE="$BASE_IMAGE" -f mock_home/Dockerfile -t mock-home:latest . >/dev/null
 
 # wakeproxy: its packages are installed here, on the host, into the build context (the image's Python is
 # the same minor version), so the image build needs no network.

@@ -3,6 +3,7 @@ What the integration tests share: the Docker engine (required: a missing engine 
 never silently skips it), free loopback ports, unique names and cleanup of what a test created.
 """
 
+import importlib.util
 import os
 import signal
 import socket
@@ -10,12 +11,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import uuid
 from typing import Optional
 
 import docker
 
-__all__ = ["MOCK_IMAGE", "Twistd", "docker_client", "free_port", "remove_containers", "unique_name"]
+__all__ = ["MOCK_IMAGE", "ScriptProcess", "Twistd", "can_connect", "docker_client", "free_port", "import_script",
+           "remove_containers", "start_script", "unique_name"]
 
 MOCK_IMAGE = os.environ.get("WAKEPROXY_TEST_IMAGE", "mock-app:latest")
 DOCKER_URL = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
@@ -110,3 +113,87 @@ class Twistd:
     def log(self) -> str:
         with open(self.logfile.name, encoding="utf-8", errors="replace") as f:
             return f.read()
+
+
+def can_connect(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:C{port}."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def import_script(name: str, path) -> types.ModuleType:
+    """Import the Python file C{path} (a script, not in a package) as the module C{name}."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class ScriptProcess:
+    """
+    A Python script (C{sys.executable -u path}) as a child process with exactly the environment C{env},
+    meant to listen on 127.0.0.1:C{port}; its stdout is discarded, its stderr kept in a temporary file
+    (L{log}). C{proc} is its C{subprocess.Popen} once started.
+    """
+
+    def __init__(self, path, env: dict, port: int):
+        self.path = str(path)
+        self.env = env
+        self.port = port
+        self.proc: Optional[subprocess.Popen] = None
+        self.log_file = None
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:{}".format(self.port)
+
+    def start(self, testcase, timeout: float = 10.0, wait: bool = True) -> "ScriptProcess":
+        """
+        Start the script; the test's cleanup kills it and closes its log. With C{wait}, return once it
+        listens (L{wait_listening}).
+        """
+        self.log_file = tempfile.TemporaryFile()
+        testcase.addCleanup(self.log_file.close)
+        self.proc = subprocess.Popen([sys.executable, "-u", self.path], env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self.log_file)
+        testcase.addCleanup(self._kill)
+        if wait:
+            self.wait_listening(timeout)
+        return self
+
+    def _kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def log(self) -> str:
+        """Everything the script wrote to stderr so far."""
+        self.log_file.seek(0)
+        return self.log_file.read().decode("utf-8", "replace")
+
+    def wait_listening(self, timeout: float = 10.0) -> None:
+        """Poll-connect until the script listens; AssertionError (with its log) if it exits or times out."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise AssertionError("{} exited with {} before listening:\n{}".format(
+                    self.path, self.proc.returncode, self.log()))
+            if can_connect(self.port):
+                return
+            time.sleep(0.02)
+        raise AssertionError("{} not listening after {}s:\n{}".format(self.path, timeout, self.log()))
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the script to exit; return its status (AssertionError, with its log, after C{timeout})."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("{} still running after {}s:\n{}".format(self.path, timeout, self.log()))
+
+
+def start_script(testcase, path, env: dict, port: int, timeout: float = 10.0, wait: bool = True) -> ScriptProcess:
+    """L{ScriptProcess}C{(path, env, port).start(testcase, timeout, wait)}."""
+    return ScriptProcess(path, env, port).start(testcase, timeout, wait)

@@ -2,63 +2,26 @@
 
 import hashlib
 import http.client
-import importlib.util
 import json
 import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import ScriptProcess, can_connect, free_port, import_script
+
 APP_PATH = Path(__file__).resolve().parent.parent / "mock_app" / "app.py"
-START_DEADLINE = 10.0
+
+app = import_script("mock_app_app", APP_PATH)
 
 
-def _load_app_module():
-    spec = importlib.util.spec_from_file_location("mock_app_app", APP_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-app = _load_app_module()
-
-
-def free_port():
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def can_connect(port):
-    """Return True if something accepts TCP connections on 127.0.0.1:port."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-class AppProcess:
+class AppProcess(ScriptProcess):
     """A running mock_app subprocess, with its stderr captured in a file."""
-
-    def __init__(self, proc, port, log_file):
-        self.proc = proc
-        self.port = port
-        self.log_file = log_file
-
-    def log(self):
-        """Return everything the app wrote to stderr so far."""
-        self.log_file.seek(0)
-        return self.log_file.read().decode("utf-8", "replace")
 
     def connection(self, timeout=10):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -77,25 +40,6 @@ class AppProcess:
         response, body = self.request("GET", path)
         return response.status, json.loads(body)
 
-    def wait_listening(self, deadline=START_DEADLINE):
-        """Poll-connect until the app listens; fail if it exits or times out."""
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise AssertionError("app exited with %s before listening:\n%s"
-                                     % (self.proc.returncode, self.log()))
-            if can_connect(self.port):
-                return
-            time.sleep(0.02)
-        raise AssertionError("app not listening after %ss:\n%s" % (deadline, self.log()))
-
-    def wait_exit(self, timeout):
-        """Wait for the process to exit and return its status."""
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError("app still running after %ss:\n%s" % (timeout, self.log()))
-
 
 def start_app(testcase, wait=True, **env):
     """Start mock_app with extra environment; always killed in cleanup."""
@@ -105,22 +49,7 @@ def start_app(testcase, wait=True, **env):
         full_env.pop(name, None)
     full_env.update(HOST="127.0.0.1", PORT=str(port), PYTHONUNBUFFERED="1")
     full_env.update(env)
-    log_file = tempfile.TemporaryFile()
-    testcase.addCleanup(log_file.close)
-    proc = subprocess.Popen([sys.executable, "-u", str(APP_PATH)], env=full_env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=log_file)
-
-    def stop():
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-
-    testcase.addCleanup(stop)
-    process = AppProcess(proc, port, log_file)
-    if wait:
-        process.wait_listening()
-    return process
+    return AppProcess(APP_PATH, full_env, port).start(testcase, wait=wait)
 
 
 def in_thread(function, *args):

@@ -1,42 +1,23 @@
 """Tests for mock_home, the home site: run as a subprocess on a free port, against a deploy API test double."""
 
-import importlib.util
 import json
 import os
 import re
 import secrets
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import free_port, import_script, start_script
+
 APP_PATH = Path(__file__).resolve().parent.parent / "mock_home" / "app.py"
-START_DEADLINE = 10.0
 TIMEOUT = 10
 
-
-def _load_app_module():
-    spec = importlib.util.spec_from_file_location("mock_home_app", APP_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-app = _load_app_module()
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+app = import_script("mock_home_app", APP_PATH)
 
 
 # -- the deploy API test double --------------------------------------------------------------------
@@ -135,30 +116,6 @@ class _FakeApiHandler(BaseHTTPRequestHandler):
 # -- mock_home as a subprocess ---------------------------------------------------------------------
 
 
-class HomeProcess:
-    def __init__(self, proc, port, log_file):
-        self.proc = proc
-        self.port = port
-        self.log_file = log_file
-        self.url = "http://127.0.0.1:%d" % port
-
-    def log(self):
-        self.log_file.seek(0)
-        return self.log_file.read().decode("utf-8", "replace")
-
-    def wait_listening(self):
-        end = time.monotonic() + START_DEADLINE
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise AssertionError("mock_home exited with %s:\n%s" % (self.proc.returncode, self.log()))
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise AssertionError("mock_home not listening after %ss:\n%s" % (START_DEADLINE, self.log()))
-
-
 def start_home(testcase, api_url, **env):
     port = free_port()
     full_env = dict(os.environ)
@@ -166,20 +123,7 @@ def start_home(testcase, api_url, **env):
         full_env.pop(name, None)
     full_env.update(HOST="127.0.0.1", PORT=str(port), API_URL=api_url, PYTHONUNBUFFERED="1")
     full_env.update(env)
-    log_file = tempfile.TemporaryFile()
-    testcase.addCleanup(log_file.close)
-    proc = subprocess.Popen([sys.executable, "-u", str(APP_PATH)], env=full_env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=log_file)
-
-    def stop():
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-
-    testcase.addCleanup(stop)
-    home = HomeProcess(proc, port, log_file)
-    home.wait_listening()
-    return home
+    return start_script(testcase, APP_PATH, full_env, port)
 
 
 def set_cookies(response):
