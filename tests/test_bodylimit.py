@@ -2,6 +2,7 @@
 
 import json
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -23,7 +24,7 @@ class _Report(Resource):
 
 class LimitedRequestTests(SynchronousTestCase):
     def send(self, raw: bytes) -> dict:
-        site = Site(_Report(), requestFactory=limited_request(100))
+        site = Site(_Report(), requestFactory=limited_request(100), reactor=Clock())
         channel = site.buildProtocol(None)
         transport = StringTransport()
         channel.makeConnection(transport)

@@ -58,7 +58,7 @@ class ProxyUnitTests(SynchronousTestCase):
             parse_selector("cookie:instance"), self.runtime, self.waker, self.forwarder, home_url="/home",
             max_upstream_per_instance=2, policy=WakePolicy(("/favicon.ico",), ("UptimeRobot",)),
             clock=self.clock)
-        self.site = Site(self.resource)
+        self.site = Site(self.resource, reactor=self.clock)
 
     def request(self, path=b"/", cookie=b"instance=app", headers=()):
         """Send one request on a new connection; return its transport (the bytes written back)."""
