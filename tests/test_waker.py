@@ -720,3 +720,60 @@ class RealPlanTests(SynchronousTestCase):
         del d
         gc.collect()
         self.assertEqual(self.flushLoggedErrors(CancelledError), [])
+
+
+class SleepAndHaltTests(WakerTestsMixin, SynchronousTestCase):
+    """Going down (idle sleep, the API's halt) and coming back never race."""
+
+    def setUp(self):
+        WakerTestsMixin.setUp(self)
+        self.runtime.add_managed(APP)
+
+    def hold_stop(self):
+        """Make the runtime's next stop wait for the returned Deferred."""
+        stopping = Deferred()
+        real_stop = self.runtime.stop
+
+        def stop(name, timeout):
+            return stopping.addCallback(lambda _: real_stop(name, timeout))
+
+        self.runtime.stop = stop
+        return stopping
+
+    def test_sleepStopsAnIdleInstance(self):
+        waker = self.waker()
+        self.woken(waker)
+        self.assertIs(self.successResultOf(waker.sleep(APP)), True)
+        self.assertEqual(self.state(), "exited")
+        self.assertFalse(waker.is_ready(APP))
+
+    def test_sleepRefusedWhileBusy(self):
+        waker = self.waker()
+        self.woken(waker)
+        waker.exchange_began(APP)
+        self.assertIs(self.successResultOf(waker.sleep(APP)), False)
+        self.assertEqual(self.state(), "running")
+        waker.exchange_ended(APP)
+        self.assertIs(self.successResultOf(waker.sleep(APP, "pause")), True)
+        self.assertEqual(self.state(), "paused")
+
+    def test_requestDuringAStopIsHeldAndWakesItAgain(self):
+        waker = self.waker()
+        self.woken(waker)
+        stopping = self.hold_stop()
+        halted = waker.halt(APP, 5)
+        self.assertFalse(waker.is_ready(APP))
+        held = waker.wait_ready(APP)
+        self.assertNoResult(held)
+        self.assertEqual(self.runtime.calls["start"], 1)  # nothing starts while it goes down
+        stopping.callback(None)
+        self.successResultOf(halted)
+        self.assertEqual(self.runtime.calls["start"], 2)  # then it is woken again for the held request
+        self.plan.probes[-1].callback(True)
+        self.assertIsInstance(self.successResultOf(held), WakeReport)
+
+    def test_haltOfAnUnknownNameFailsAndKeepsNothing(self):
+        waker = self.waker()
+        self.failureResultOf(waker.halt("nope", 5), NoSuchInstance)
+        self.assertEqual(waker.describe("nope")["inflight"], 0)
+        self.assertNotIn("nope", waker._instances)

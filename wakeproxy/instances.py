@@ -167,7 +167,7 @@ class InstanceOperations:
         reply.problem(error.status, error.detail, retry_after=retry_after, **extra)
 
     def stop(self, reply: Reply, user: str, name: str) -> None:
-        d = self.runtime.stop(name, self.stop_timeout)
+        d = self.waker.halt(name, self.stop_timeout)
         d.addCallback(lambda _: self.log.info("deploy API: {user} stopped {instance}", user=user, instance=name))
         d.addCallback(lambda _: self._show(reply, name))
         d.addErrback(self._failed, reply, name)
@@ -183,7 +183,7 @@ class InstanceOperations:
     async def _delete(self, reply: Reply, user: str, name: str, force: bool) -> None:
         try:
             if not force:
-                await self.runtime.stop(name, self.stop_timeout)
+                await self.waker.halt(name, self.stop_timeout)
             await self.runtime.remove(name, force=force)
         except RuntimeFailure:
             self._failed(Failure(), reply, name)

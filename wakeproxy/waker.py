@@ -413,32 +413,44 @@ class Waker:
         Stop (or pause) an idle instance. Refused (fires False) while it is busy; requests that arrive
         meanwhile are held and wake it again once it is down.
         """
-        instance = self._instances.get(name)
         container = self._runtime.get(name)
-        if instance is None or container is None or not container.running or self.idle_since(name) is None:
+        if container is None or not container.running or self.idle_since(name) is None:
             return succeed(False)
-        instance.ready = False
         self.log.info("{instance} is idle: {method}", instance=name, method=method)
-        if method == "pause":
-            d = self._runtime.pause(name)
-        else:
-            d = self._runtime.stop(name, self._stop_timeout)
-        instance.stopping = d
+        d = self._going_down(name, self._runtime.pause(name) if method == "pause"
+                             else self._runtime.stop(name, self._stop_timeout))
 
         def finished(result):
-            instance.stopping = None
             if isinstance(result, Failure):
                 self.log.warn("could not {method} {instance}: {why}", method=method, instance=name,
                               why=result.getErrorMessage())
-                ok = False
-            else:
-                self._sleeps.inc(method)
-                ok = True
-            if instance.waiters and instance.wake is None:
-                self._begin(instance)
-            return ok
+                return False
+            self._sleeps.inc(method)
+            return True
 
         return d.addBoth(finished)
+
+    def halt(self, name: str, timeout: float) -> Deferred:
+        """
+        Stop an instance now, busy or not (the deploy API's stop). As with an idle stop, nothing new is
+        sent to it meanwhile: requests are held and wake it again once it is down. Failures propagate.
+        """
+        return self._going_down(name, self._runtime.stop(name, timeout))
+
+    def _going_down(self, name: str, d: Deferred) -> Deferred:
+        instance = self._instance(name)
+        instance.ready = False
+        instance.stopping = d
+
+        def down(result):
+            instance.stopping = None
+            if instance.waiters and instance.wake is None:
+                self._begin(instance)
+            elif self._runtime.get(name) is None and instance.wake is None and not instance.waiters:
+                self._instances.pop(name, None)  # no such instance (an API call for a wrong name)
+            return result
+
+        return d.addBoth(down)
 
     def stop(self) -> None:
         """Stop following the runtime (at shutdown)."""
