@@ -91,6 +91,9 @@ class ProxyResource(Resource):
         self._max_held_body = max_held_body
         self._max_upstream = max_upstream_per_instance
         self._slots: dict[str, DeferredSemaphore] = {}
+        #: instance -> (the snapshot its address was read from, that address), for direct mode
+        self._direct: dict[str, tuple] = {}
+        runtime.watch(self._forget)
         self._policy = policy or WakePolicy()
         self._loading_page = loading_page
         self._home_path = home_path.rstrip("/").encode("utf-8") if home_path and home_upstream else None
@@ -98,6 +101,12 @@ class ProxyResource(Resource):
         self._clock = clock
         self._synced = False
         runtime.ready().addCallback(self._sync_done)
+
+    def _forget(self, name: str, container) -> None:
+        """A removed instance leaves nothing behind here (requests already queued keep their slots)."""
+        if container is None:
+            self._slots.pop(name, None)
+            self._direct.pop(name, None)
 
     def _sync_done(self, _) -> None:
         self._synced = True
@@ -210,11 +219,16 @@ class ProxyResource(Resource):
         upstream = self._upstream
         if upstream is None:
             container = self._runtime.get(name)
-            try:
-                upstream = Upstream("http", *direct_address(container))
-            except AddressError as e:
-                write_problem(request, 502, str(e))
-                return
+            cached = self._direct.get(name)
+            if cached is not None and cached[0] is container:
+                upstream = cached[1]  # same snapshot as last time: same address
+            else:
+                try:
+                    upstream = Upstream("http", *direct_address(container))
+                except AddressError as e:
+                    write_problem(request, 502, str(e))
+                    return
+                self._direct[name] = (container, upstream)
         slots = self._slots.get(name)
         if slots is None:
             slots = self._slots[name] = DeferredSemaphore(self._max_upstream)
