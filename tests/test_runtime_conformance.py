@@ -264,3 +264,16 @@ class SummaryParsingTests(TestCase):
             c = container_from_summary(dict(base, **extra))
             self.assertEqual((c.state, c.health, c.exit_code), expected, extra)
             self.assertEqual((c.name, c.network_mode, c.labels), ("m1", "host", {"k": "v"}))
+
+
+class DockerRuntimeReadyTests(TestCase):
+    """Waiters for the first sync may give up; the sync then fires the others and nothing raises."""
+
+    def test_cancelled_waiter_is_dropped(self):
+        runtime = DockerRuntime(reactor, DOCKER_URL, OwnerLabel("wakeproxy.test", "unused"))
+        gave_up, waiting = runtime.ready(), runtime.ready()
+        gave_up.cancel()
+        self.failureResultOf(gave_up, defer.CancelledError)
+        runtime._replace_all([])  # what the event thread hands the reactor after the first list
+        self.assertIsNone(self.successResultOf(waiting))
+        self.assertIsNone(self.successResultOf(runtime.ready()))

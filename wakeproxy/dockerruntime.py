@@ -156,7 +156,8 @@ class DockerRuntime(CachedReads, Service):
     def ready(self) -> Deferred:
         if self._is_ready:
             return succeed(None)
-        d = Deferred()
+        # A waiter that gives up (timeout, client gone) leaves the list, so the first sync fires only live ones.
+        d = Deferred(lambda d: self._ready_waiters.remove(d) if d in self._ready_waiters else None)
         self._ready_waiters.append(d)
         return d
 
