@@ -17,7 +17,7 @@ from typing import Optional
 
 import docker
 
-__all__ = ["MOCK_IMAGE", "ScriptProcess", "Twistd", "can_connect", "docker_client", "free_port", "import_script",
+__all__ = ["MOCK_IMAGE", "check_problem", "ScriptProcess", "Twistd", "can_connect", "docker_client", "free_port", "import_script",
            "remove_containers", "start_script", "unique_name"]
 
 MOCK_IMAGE = os.environ.get("WAKEPROXY_TEST_IMAGE", "mock-app:latest")
@@ -197,3 +197,13 @@ class ScriptProcess:
 def start_script(testcase, path, env: dict, port: int, timeout: float = 10.0, wait: bool = True) -> ScriptProcess:
     """L{ScriptProcess}C{(path, env, port).start(testcase, timeout, wait)}."""
     return ScriptProcess(path, env, port).start(testcase, timeout, wait)
+
+
+def check_problem(testcase, status: int, content_type: str, doc: dict, detail: Optional[str] = None) -> dict:
+    """Assert that an answer is an RFC 9457 problem with C{status} and a non-empty C{detail}; return it."""
+    testcase.assertEqual(content_type, "application/problem+json")
+    testcase.assertEqual(doc["status"], status)
+    testcase.assertTrue(doc["detail"])
+    if detail is not None:
+        testcase.assertIn(detail, doc["detail"])
+    return doc

@@ -19,7 +19,7 @@ import requests
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.dockerapp import Instances
-from tests.support import MOCK_IMAGE, Twistd, docker_client, free_port, remove_containers, unique_name
+from tests.support import MOCK_IMAGE, Twistd, check_problem, docker_client, free_port, remove_containers, unique_name
 from tests.test_deployspec import BAD_BODIES, SEED_BODY, TABLE_MAX_BODY, TABLE_NAME, assert_table_problem
 from wakeproxy.auth import hash_password
 
@@ -121,13 +121,7 @@ class _APICase(SynchronousTestCase):
 
     def assertProblem(self, response, status, detail=None):
         self.assertEqual(response.status_code, status, response.text)
-        self.assertEqual(response.headers["content-type"], "application/problem+json")
-        doc = response.json()
-        self.assertEqual(doc["status"], status)
-        self.assertTrue(doc["detail"])
-        if detail is not None:
-            self.assertIn(detail, doc["detail"])
-        return doc
+        return check_problem(self, status, response.headers["content-type"], response.json(), detail)
 
     def assertGone(self, name):
         with self.assertRaises(docker.errors.NotFound):

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
+from tests.support import check_problem
 from tests.test_deployspec import BAD_BODIES, SEED_BODY, TABLE_MAX_BODY, TABLE_NAME, assert_table_problem
 from wakeproxy import deployspec
 from wakeproxy.api import api_resource, openapi_document
@@ -152,13 +153,7 @@ class _Case(SynchronousTestCase):
     def assertProblem(self, response, status, detail=None):
         self.assertTrue(response.done, "no answer yet")
         self.assertEqual(response.status, status, response.body)
-        self.assertEqual(response.headers["content-type"], "application/problem+json")
-        doc = response.json()
-        self.assertEqual(doc["status"], status)
-        self.assertTrue(doc["detail"])
-        if detail is not None:
-            self.assertIn(detail, doc["detail"])
-        return doc
+        return check_problem(self, status, response.headers["content-type"], response.json(), detail)
 
 
 class AuthTests(_Case):

@@ -14,7 +14,7 @@ import requests
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.dockerapp import Instances
-from tests.support import Twistd, unique_name
+from tests.support import Twistd, check_problem, unique_name
 
 pytestmark = pytest.mark.docker
 
@@ -53,11 +53,7 @@ class _ProxyCase(SynchronousTestCase):
 
     def assertProblem(self, response, status):
         self.assertEqual(response.status_code, status, response.text)
-        self.assertEqual(response.headers["content-type"], "application/problem+json")
-        doc = response.json()
-        self.assertEqual(doc["status"], status)
-        self.assertTrue(doc["detail"])
-        return doc
+        return check_problem(self, status, response.headers["content-type"], response.json())
 
 
 class WakeTests(_ProxyCase):
