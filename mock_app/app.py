@@ -8,6 +8,13 @@ Endpoints:
                        its length, sha256, method, path and headers.
 * ``GET /bytes/N``     streams N deterministic bytes (``i % 251``), chunked.
 * ``GET /slow?ms=N``   sleeps N ms, then returns ``{"slept_ms": N}``.
+* ``GET /ws``          WebSocket (RFC 6455) echo: each text or binary message
+                       (fragments reassembled, 16 MiB at most) comes back in
+                       one frame; pings get pongs, a close frame gets a close
+                       frame with the same code.  400 for a bad handshake.
+
+``Expect: 100-continue`` gets its interim ``100 Continue`` when /echo starts
+reading the body; answers that do not read it (404, 405, 400) come without.
 
 Configuration comes from the environment: ``PORT`` (9000), ``HOST``
 (0.0.0.0), ``CONNSTR``, ``INSTANCE`` (hostname), ``IDLE`` (Go-style
@@ -16,7 +23,8 @@ duration, ``1m``; ``0`` means never), ``STARTUP_DELAY`` (seconds, 0) and
 
 After ``IDLE`` without a request to ``/`` the server stops accepting, lets
 in-flight requests finish and exits 0.  SIGTERM/SIGINT do the same but give
-in-flight requests at most 2 seconds.
+in-flight requests at most 2 seconds.  An open WebSocket is a request in
+flight: the idle stop waits for it; after a signal it gets a close frame 1001.
 """
 
 import hashlib
@@ -118,6 +126,12 @@ class Handler(demo_http.DemoHandler):
 
     # -- plumbing ---------------------------------------------------------
 
+    def _begin(self):
+        self._websocket = None
+
+    def _log_suffix(self):
+        return " (websocket: %s)" % self._websocket.summary() if self._websocket else ""
+
     def _send_error(self, status, message):
         self._send_json(status, {"error": message})
 
@@ -133,6 +147,11 @@ class Handler(demo_http.DemoHandler):
             # The body is not read: do not try to parse it as the next request.
             self.close_connection = True
         method = self.command
+        if path == "/ws":
+            if method != "GET":
+                return self._method_not_allowed("GET")
+            self._websocket = self._serve_websocket(_echo_messages)
+            return None
         if path == "/echo":
             if method in ("GET", "HEAD"):
                 return self._method_not_allowed("POST, PUT, PATCH, DELETE")
@@ -254,6 +273,12 @@ class Handler(demo_http.DemoHandler):
     def _read_chunked(self):
         for size in self._chunk_sizes():
             yield from self._read_exactly(size)
+
+
+def _echo_messages(websocket):
+    """The /ws session: every message goes back as it came (text or binary)."""
+    for opcode, payload in websocket.messages():
+        websocket.send(opcode, payload)
 
 
 def _env_seconds(name, default, parser):

@@ -142,11 +142,15 @@ class WakeTests(_ProxyCase):
         time.sleep(0.5)
         self.assertEqual(self.instances.starts(name), 1)
 
-    def test_held_bounds_and_body_limit(self):
+    def test_held_bounds_and_held_bodies(self):
         name = self.instances.create(env={"STARTUP_DELAY": "1.5"})
-        server = self.wakeproxy("--max-held-per-instance", "2", "--max-held-body", "1000")
-        r = self.session.post(server.proxy_url + "/echo", data=b"x" * 5000, headers=_cookie(name), timeout=30)
-        self.assertProblem(r, 413)
+        uploads = self.instances.create(env={"STARTUP_DELAY": "1.0"})
+        server = self.wakeproxy("--max-held-per-instance", "2")
+        # a held request's body is not read until the instance is ready: any size is held for its head only
+        body = os.urandom(3 * 1024 * 1024)
+        r = self.session.post(server.proxy_url + "/echo", data=body, headers=_cookie(uploads), timeout=30)
+        self.assertEqual((r.status_code, r.json()["sha256"]), (200, hashlib.sha256(body).hexdigest()))
+        self.assertEqual(r.headers.get("x-wakeproxy-woke"), "1")
 
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
             futures = [pool.submit(requests.get, server.proxy_url + "/", headers=_cookie(name), timeout=30)
@@ -239,19 +243,29 @@ class SelectorTests(_ProxyCase):
 class ForwardingTests(_ProxyCase):
     def test_header_hygiene_end_to_end(self):
         name = self.instances.create(start=True)
-        server = self.wakeproxy()
-        r = self.session.post(server.proxy_url + "/echo", data=b"hello", timeout=30, headers=dict(
-            _cookie(name), Connection="keep-alive, X-Secret", **{"X-Secret": "s3", "X-Forwarded-For": "10.1.2.3",
-                                                                  "Host": "front.example"}))
-        headers = {k.lower(): v for k, v in r.json()["headers"].items()}
-        self.assertNotIn("x-secret", headers)
-        self.assertNotIn("connection", headers)
-        self.assertEqual(headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1")
-        self.assertEqual(headers["x-forwarded-proto"], "http")
-        self.assertEqual(headers["x-forwarded-host"], "front.example")
-        self.assertEqual(headers["host"], "front.example")
-        self.assertIn("wakeproxy", headers["via"])
-        self.assertIn("wakeproxy", r.headers["via"])
+        sent = dict(_cookie(name), Connection="keep-alive, X-Secret", **{
+            "X-Secret": "s3", "X-Forwarded-For": "10.1.2.3", "X-Real-IP": "10.9.9.9", "Forwarded": "for=10.9.9.9",
+            "X-Forwarded-Port": "1", "Host": "front.example"})
+        # from a peer outside --trusted-proxy, client-sent forwarding headers are dropped and rebuilt
+        untrusting = self.wakeproxy()
+        # from a trusted one they are extended
+        trusting = self.wakeproxy("--trusted-proxy", "127.0.0.0/8")
+        for server, chain in ((untrusting, "127.0.0.1"), (trusting, "10.1.2.3, 127.0.0.1")):
+            r = self.session.post(server.proxy_url + "/echo", data=b"hello", timeout=30, headers=sent)
+            headers = {k.lower(): v for k, v in r.json()["headers"].items()}
+            self.assertNotIn("x-secret", headers)
+            self.assertNotIn("connection", headers)
+            self.assertEqual(headers["x-forwarded-for"], chain)
+            self.assertEqual(headers["x-forwarded-proto"], "http")
+            self.assertEqual(headers["x-forwarded-host"], "front.example")
+            self.assertEqual(headers["host"], "front.example")
+            self.assertIn("wakeproxy", headers["via"])
+            self.assertIn("wakeproxy", r.headers["via"])
+            if server is untrusting:
+                for dropped in ("x-real-ip", "forwarded", "x-forwarded-port"):
+                    self.assertNotIn(dropped, headers)
+            else:
+                self.assertEqual(headers["x-real-ip"], "10.9.9.9")
 
     def test_all_methods_and_status_codes_pass_through(self):
         name = self.instances.create(start=True)

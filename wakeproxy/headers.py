@@ -9,12 +9,16 @@ returns a new list and never mutates its input.
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Sequence
 
 __all__ = [
+    "FORWARDING",
     "HOP_BY_HOP",
     "is_origin_form",
+    "request_head",
     "request_headers",
+    "response_head",
     "response_headers",
     "strip_hop_by_hop",
 ]
@@ -124,11 +128,10 @@ def is_origin_form(uri: bytes) -> bool:
     request target) are rejected; other bytes, including bytes >= 0x80,
     are accepted liberally.
     """
-    if not uri.startswith(b"/"):
-        return False
-    return not any(byte < 0x21 or byte == 0x7F for byte in uri) and (
-        b"#" not in uri
-    )
+    return _ORIGIN_FORM.fullmatch(uri) is not None
+
+
+_ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f#]*")
 
 
 # Helpers ------------------------------------------------------------------
@@ -179,3 +182,106 @@ def _via(headers: Headers, via: bytes) -> tuple[bytes, bytes]:
     chain = _values(headers, b"via")
     chain.append(b"1.1 " + via)
     return (b"Via", b", ".join(chain))
+
+
+# Whole heads, for the relay ---------------------------------------------------
+
+VIA = b"wakeproxy"
+
+#: headers a client outside --trusted-proxy may not set: wakeproxy writes its own
+FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port",
+                        b"forwarded", b"x-real-ip"})
+_REQUEST_DROP = HOP_BY_HOP | {b"x-forwarded-proto", b"x-forwarded-host", b"via", b"x-forwarded-for"}
+_UNTRUSTED_DROP = _REQUEST_DROP | FORWARDING
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"via"}
+_HARMLESS_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
+
+
+def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, via: bytes = VIA) -> bytes:
+    """
+    The head to send upstream for a parsed request (L{wire.RequestHead}), with target C{uri}: the same
+    hygiene as L{request_headers} in one pass, then the framing the body keeps (Content-Length stays,
+    C{Transfer-Encoding: chunked} is restated) and, for an upgrade, C{Connection: upgrade} and C{Upgrade}.
+    From a peer outside C{--trusted-proxy} (C{trusted} false), client-sent forwarding headers
+    (L{FORWARDING}) are dropped and rebuilt instead of extended.
+    """
+    drop = _REQUEST_DROP if trusted else _UNTRUSTED_DROP
+    lines = [b"%s %s HTTP/1.1" % (head.method, uri)]
+    chain = []
+    vias = []
+    tokens = None
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower in drop:
+            if lower == b"x-forwarded-for":
+                if trusted:
+                    value = value.strip(_WHITESPACE)
+                    if value:
+                        chain.append(value)
+            elif lower == b"via":
+                value = value.strip(_WHITESPACE)
+                if value:
+                    vias.append(value)
+            elif lower == b"connection":
+                for token in value.lower().split(b","):
+                    token = token.strip(_WHITESPACE)
+                    if token not in _HARMLESS_TOKENS:
+                        tokens = (tokens or set()) | {token}
+            continue
+        lines.append(name + b": " + value)
+    if tokens:
+        tokens -= _NOT_NOMINABLE
+        lines = [line for line in lines if line.split(b":", 1)[0].lower() not in tokens]
+    chain.append(client_ip.encode("ascii"))
+    lines.append(b"X-Forwarded-For: " + b", ".join(chain))
+    lines.append(b"X-Forwarded-Proto: " + proto.encode("ascii"))
+    if head.host is not None and head.host.strip(_WHITESPACE):
+        lines.append(b"X-Forwarded-Host: " + head.host.strip(_WHITESPACE))
+    vias.append(b"1.1 " + via)
+    lines.append(b"Via: " + b", ".join(vias))
+    if head.length < 0:
+        lines.append(b"Transfer-Encoding: chunked")
+    if head.upgrade is not None:
+        lines.append(b"Connection: upgrade")
+        lines.append(b"Upgrade: " + head.upgrade)
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+def response_head(head, extra, framing: bytes, close: bool, upgrade: bytes = None, via: bytes = VIA) -> bytes:
+    """
+    The head to send the client for an upstream response (L{wire.ResponseHead}): hop-by-hop headers,
+    those the upstream's Connection names, Content-Length and Via go (Via comes back extended), then
+    C{extra} pairs, the C{framing} line(s) the relay chose, and C{Connection: close} or the upgrade.
+    """
+    lines = [b"HTTP/1.1 %d %s" % (head.status, head.reason or b"-")]
+    vias = []
+    tokens = None
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower in _RESPONSE_DROP:
+            if lower == b"via":
+                value = value.strip(_WHITESPACE)
+                if value:
+                    vias.append(value)
+            elif lower == b"connection":
+                for token in value.lower().split(b","):
+                    token = token.strip(_WHITESPACE)
+                    if token not in _HARMLESS_TOKENS:
+                        tokens = (tokens or set()) | {token}
+            continue
+        lines.append(name + b": " + value)
+    if tokens:
+        tokens -= _NOT_NOMINABLE
+        lines = [line for line in lines if line.split(b":", 1)[0].lower() not in tokens]
+    vias.append(b"1.1 " + via)
+    lines.append(b"Via: " + b", ".join(vias))
+    for name, value in extra:
+        lines.append(name + b": " + value)
+    if upgrade is not None:
+        lines.append(b"Connection: Upgrade")
+        lines.append(b"Upgrade: " + upgrade)
+    elif close:
+        lines.append(b"Connection: close")
+    head_bytes = b"\r\n".join(lines) + b"\r\n"
+    return head_bytes + framing + b"\r\n"

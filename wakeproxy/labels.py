@@ -12,8 +12,8 @@ from .durations import parse_duration
 from .runtime import Container
 
 __all__ = ["PORT", "NETWORK", "HEALTH_CHECK", "SEED_HEALTH_CHECK", "ROUTER", "IDLE_TIMEOUT", "STOP_METHOD",
-           "GROUP", "DEPENDS_ON", "LOADING_PAGE", "depends_on", "direct_address", "group", "health_check_url",
-           "idle_timeout", "loading_page", "router_name", "stop_method"]
+           "GROUP", "DEPENDS_ON", "LOADING_PAGE", "IDLE_TUNNEL", "depends_on", "direct_address", "group", "health_check_url",
+           "idle_timeout", "idle_tunnel", "loading_page", "router_name", "stop_method"]
 
 PORT = "wakeproxy.port"
 NETWORK = "wakeproxy.network"
@@ -25,6 +25,7 @@ STOP_METHOD = "wakeproxy.stop-method"
 GROUP = "wakeproxy.group"
 DEPENDS_ON = "wakeproxy.depends-on"
 LOADING_PAGE = "wakeproxy.loading-page"
+IDLE_TUNNEL = "wakeproxy.idle-tunnel"
 
 
 class AddressError(ValueError):
@@ -117,3 +118,9 @@ def loading_page(container: Container, default: bool) -> bool:
     if raw is None:
         return default
     return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def idle_tunnel(container: Container, default: str) -> str:
+    """What keeps an instance awake through an upgraded tunnel: C{data} frames (default) or the C{open} tunnel."""
+    raw = (container.labels.get(IDLE_TUNNEL) or "").strip().lower()
+    return raw if raw in ("data", "open") else default

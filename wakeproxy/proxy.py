@@ -6,6 +6,7 @@ forwarder (stream it upstream), with a per-instance cap on concurrent upstream r
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Callable, Iterator, Optional
 from urllib.parse import urlsplit
@@ -279,6 +280,10 @@ class ProxyService(Service):
                            max_held=options["max-held"], max_held_per_instance=options["max-held-per-instance"],
                            stop_timeout=options["stop-timeout"], wake_rate=options["wake-rate"], metrics=metrics)
         self.idle = IdleStopper(reactor, runtime, self.waker, options["idle-timeout"])
+        self.relay = self.pool = self.forwarder = self.resource = None
+        if options["core"] == "relay":
+            self._build_relay(options, runtime, reactor, direct, tls_policy)
+            return
         self.forwarder = AgentForwarder(reactor, max_per_host=options["max-upstream-per-instance"],
                                         tls_policy=tls_policy)
         self.resource = ProxyResource(
@@ -292,6 +297,37 @@ class ProxyService(Service):
             home_upstream=upstream_from_url(options["home-upstream"] or options["upstream"])
             if (options["home-upstream"] or not direct) else None)
 
+    def _build_relay(self, options, runtime, reactor, direct: bool, tls_policy) -> None:
+        from .dispatch import Dispatcher
+        from .relay import RelayFactory, Timeouts
+        from .upstreampool import UpstreamPool
+
+        self.dispatcher = Dispatcher(
+            options["selector"], runtime, self.waker,
+            upstream=None if direct else upstream_from_url(options["upstream"]),
+            home_url=options["home-url"], max_upstream_per_instance=options["max-upstream-per-instance"],
+            policy=WakePolicy(options["no-wake-path"], options["no-wake-user-agent"]),
+            loading_page=bool(options["loading-page"]), home_path=options["home-path"],
+            home_upstream=upstream_from_url(options["home-upstream"] or options["upstream"])
+            if (options["home-upstream"] or not direct) else None,
+            idle_tunnel=options["idle-tunnel"], clock=reactor)
+        self.pool = UpstreamPool(reactor, connect_timeout=options["connect-timeout"],
+                                 idle_timeout=options["upstream-idle-timeout"], tls_policy=tls_policy)
+        networks = options["trusted-proxy"]
+        trusted = None
+        if networks:
+            def trusted(ip: str) -> bool:
+                try:
+                    address = ipaddress.ip_address(ip)
+                except ValueError:
+                    return False
+                return any(address in network for network in networks)
+        self.relay = RelayFactory(
+            self.dispatcher, self.pool, reactor,
+            Timeouts(options["head-timeout"], options["body-timeout"], options["keepalive-timeout"],
+                     options["upstream-timeout"]),
+            max_head=options["max-head-bytes"], max_body=options["max-body"], trusted=trusted)
+
     def activity(self, container) -> dict:
         """What the deploy API shows of an instance's activity (see L{Waker.describe})."""
         doc = self.waker.describe(container.name)
@@ -301,9 +337,16 @@ class ProxyService(Service):
     def startService(self):
         Service.startService(self)
         self.idle.startService()
+        if self.relay is not None:
+            self.relay.start()
+            self.pool.start()
 
     def stopService(self):
         Service.stopService(self)
         self.idle.stopService()
         self.waker.stop()
+        if self.relay is not None:
+            self.relay.stop()
+            self.pool.stop()
+            return None
         return self.forwarder.close()

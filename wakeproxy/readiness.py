@@ -17,6 +17,7 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
@@ -116,7 +117,7 @@ class Prober:
 
         def check(response) -> Deferred:
             ok = 200 <= response.code < 400
-            return readBody(response).addBoth(lambda _: ok)
+            return _read_body(response).addBoth(lambda _: ok)
 
         d.addCallback(check)
         d.addTimeout(self._timeout, self._reactor)
@@ -128,11 +129,27 @@ class Prober:
         d = self._agent.request(b"GET", url.encode("utf-8"))
 
         def check(response) -> Deferred:
-            return readBody(response).addCallback(lambda body: _router_enabled(response.code, body))
+            return _read_body(response).addCallback(lambda body: _router_enabled(response.code, body))
 
         d.addCallback(check)
         d.addTimeout(self._timeout, self._reactor)
         return d
+
+
+def _read_body(response) -> Deferred:
+    """
+    The body, through a Deferred whose cancellation (a probe's timeout) leaves the read itself alone:
+    cancelling twisted.web's readBody aborts the connection, and a body that completes in the same turn
+    then fires readBody's Deferred a second time (AlreadyCalledError in the log).
+    """
+    result = Deferred()
+
+    def settle(outcome):
+        if not result.called:
+            result.callback(outcome) if not isinstance(outcome, Failure) else result.errback(outcome)
+
+    readBody(response).addBoth(settle)
+    return result
 
 
 def _router_enabled(code: int, body: bytes) -> bool:

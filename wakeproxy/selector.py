@@ -167,6 +167,8 @@ def parse_selector(
 @dataclass(frozen=True)
 class _CookieSelector:
     cookie: str
+    #: the only request header a selection depends on (the proxy caches selections by its values)
+    reads = b"cookie"
 
     def __call__(self, head: Head) -> Selection:
         value = cookie_value(head.headers.get(b"cookie", ()), self.cookie)
@@ -216,6 +218,7 @@ class _PathSelector:
 class _HostSelector:
     pattern: str
     regex: re.Pattern
+    reads = b"host"
 
     def __call__(self, head: Head) -> Selection:
         values = head.headers.get(b"host", ())

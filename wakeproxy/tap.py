@@ -7,6 +7,7 @@ event stream), then one listening endpoint service per C{--listen} (proxied traf
 C{--api-listen} (deploy API). Stopping it reverses that order.
 """
 
+import ipaddress
 import os
 import re
 
@@ -24,9 +25,10 @@ from .wakepolicy import DEFAULT_NO_WAKE_PATHS, parse_wake_rate
 
 __all__ = ["Options", "makeService"]
 
-_DURATIONS = ("wake-timeout", "stop-timeout", "ready-delay", "token-ttl")
+_DURATIONS = ("wake-timeout", "stop-timeout", "ready-delay", "token-ttl", "head-timeout", "body-timeout",
+              "keepalive-timeout", "connect-timeout", "upstream-idle-timeout")
 _POSITIVE_INTS = ("max-held", "max-held-per-instance", "max-held-body", "max-upstream-per-instance",
-                  "docker-threads", "max-api-body")
+                  "docker-threads", "max-api-body", "max-head-bytes")
 
 
 class Options(usage.Options):
@@ -70,6 +72,19 @@ class Options(usage.Options):
         ["idle-timeout", None, "15m",
          "Stop an instance after this long without activity (label wakeproxy.idle-timeout overrides; 0: never)."],
         ["wake-rate", None, None, "At most COUNT wakes per instance per PERIOD, e.g. 5/1m; beyond: 503."],
+        ["core", None, "relay", "Forwarding core of the proxy listener: 'relay' (HTTP/1.1 relay: streaming bodies, "
+                                "WebSocket and every Upgrade) or 'web' (the older twisted.web Site + Agent)."],
+        ["head-timeout", None, "15s", "The whole request head must arrive within this; else 408 and close."],
+        ["body-timeout", None, "60s", "Longest silence while a request body streams; then 408 (or abort)."],
+        ["keepalive-timeout", None, "75s", "Idle keep-alive client connections are closed after this."],
+        ["connect-timeout", None, "5s", "Upstream connect deadline; then 502."],
+        ["upstream-timeout", None, None, "Deadline for the upstream's response head; then 504 [default: none]."],
+        ["upstream-idle-timeout", None, "30s", "Idle pooled upstream connections are closed after this."],
+        ["max-head-bytes", None, str(64 * 1024), "Largest request head (bytes); beyond, or over 100 fields: 431."],
+        ["max-body", None, "0", "Largest request body (bytes) to any instance; beyond: 413 (0: no limit)."],
+        ["idle-tunnel", None, "data",
+         "What keeps an instance awake through a WebSocket/upgraded tunnel: 'data' frames, or the 'open' tunnel "
+         "(label wakeproxy.idle-tunnel overrides)."],
     ]
     optFlags = [
         ["keep-path", None, "With --select path:PREFIX, forward the path unchanged."],
@@ -84,6 +99,7 @@ class Options(usage.Options):
         self["allow-image"] = []
         self["no-wake-path"] = []
         self["no-wake-user-agent"] = []
+        self["trusted-proxy"] = []
 
     def opt_listen(self, description: str) -> None:
         """Endpoint for proxied traffic (repeatable) [default: tcp:8000]."""
@@ -96,6 +112,13 @@ class Options(usage.Options):
     def opt_no_wake_path(self, glob: str) -> None:
         """Path glob that never wakes an instance nor counts as activity (repeatable) [default: /favicon.ico, /robots.txt]."""
         self["no-wake-path"].append(glob)
+
+    def opt_trusted_proxy(self, cidr: str) -> None:
+        """Peer address range (CIDR) whose X-Forwarded-*/Forwarded/X-Real-IP headers are extended, not replaced (repeatable) [default: none]."""
+        try:
+            self["trusted-proxy"].append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError as e:
+            raise usage.UsageError("--trusted-proxy: {}".format(e))
 
     def opt_no_wake_user_agent(self, regex: str) -> None:
         """User-Agent regex that never wakes an instance nor counts as activity (repeatable), e.g. UptimeRobot."""
@@ -143,6 +166,19 @@ class Options(usage.Options):
             if value < 1:
                 raise usage.UsageError("--{}: must be at least 1, got {}".format(name, value))
             self[name] = value
+        if self["upstream-timeout"] is not None:
+            try:
+                self["upstream-timeout"] = parse_duration(self["upstream-timeout"]) or None
+            except ValueError as e:
+                raise usage.UsageError("--upstream-timeout: {}".format(e))
+        try:
+            self["max-body"] = int(self["max-body"])
+        except ValueError:
+            raise usage.UsageError("--max-body: {!r} is not a whole number".format(self["max-body"]))
+        if self["core"] not in ("relay", "web"):
+            raise usage.UsageError("--core: use 'relay' or 'web', got {!r}".format(self["core"]))
+        if self["idle-tunnel"] not in ("data", "open"):
+            raise usage.UsageError("--idle-tunnel: use 'data' or 'open', got {!r}".format(self["idle-tunnel"]))
         if self["wake-timeout"] <= 0:
             raise usage.UsageError("--wake-timeout: must be more than 0 seconds")
         upstream = self["upstream"]
@@ -200,10 +236,13 @@ def makeService(options: Options, reactor=None) -> MultiService:
     metrics = Registry()
     proxy = ProxyService(options, runtime, reactor, metrics)
     proxy.setServiceParent(top)
-    proxy_site = QuietSite(proxy.resource, reactor=reactor)
-    proxy_site.timeOut = 75
+    if proxy.relay is not None:
+        listener = proxy.relay
+    else:
+        listener = QuietSite(proxy.resource, reactor=reactor)
+        listener.timeOut = 75
     for description in options["listen"]:
-        StreamServerEndpointService(serverFromString(reactor, description), proxy_site).setServiceParent(top)
+        StreamServerEndpointService(serverFromString(reactor, description), listener).setServiceParent(top)
 
     api_site = QuietSite(api_resource(options, runtime, proxy.waker, reactor, activity=proxy.activity,
                                          metrics=metrics),

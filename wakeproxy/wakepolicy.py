@@ -26,6 +26,11 @@ class WakePolicy:
         self._agents = re.compile("|".join("(?:{})".format(r) for r in no_wake_user_agents).encode(), re.I) \
             if no_wake_user_agents else None
 
+    @property
+    def reads_agent(self) -> bool:
+        """Does the decision depend on the User-Agent at all?"""
+        return self._agents is not None
+
     def wakes(self, uri: bytes, user_agent: Optional[bytes]) -> bool:
         if self._paths is not None:
             path = unquote_to_bytes(uri.split(b"?", 1)[0])

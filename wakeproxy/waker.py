@@ -98,6 +98,7 @@ class Waker:
         self._stop_timeout = stop_timeout
         self._wake_rate = wake_rate
         self._instances: dict[str, _Instance] = {}
+        self._before_sleep: list = []
         self.held = 0
         registry = metrics or Registry()
         self._wakes = registry.add(Counter("wakeproxy_wakes_total", "Wakes by outcome.", ["outcome"]))
@@ -146,6 +147,12 @@ class Waker:
         instance = self._instance(name)
         instance.inflight += 1
         instance.last_activity = self._clock.seconds()
+
+    def touch(self, name: str) -> None:
+        """Activity without an exchange in flight (a WebSocket data frame through an open tunnel)."""
+        instance = self._instances.get(name)
+        if instance is not None:
+            instance.last_activity = self._clock.seconds()
 
     def exchange_ended(self, name: str) -> None:
         instance = self._instance(name)
@@ -437,7 +444,13 @@ class Waker:
         """
         return self._going_down(name, self._runtime.stop(name, timeout))
 
+    def before_sleep(self, callback) -> None:
+        """Call C{callback(name)} just before wakeproxy stops or pauses an instance (tunnels close then)."""
+        self._before_sleep.append(callback)
+
     def _going_down(self, name: str, d: Deferred) -> Deferred:
+        for callback in self._before_sleep:
+            callback(name)
         instance = self._instance(name)
         instance.ready = False
         instance.stopping = d

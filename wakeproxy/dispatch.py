@@ -1,0 +1,307 @@
+# -*- test-case-name: tests.test_relay -*-
+"""
+What happens to each request on the proxy listener, decided from its head alone:
+
+  0. C{--home-path}: forwarded to the home site (no selection, no waking, not anyone's activity);
+  1. selector (cookie/path/host/header) -> instance name; unknown: 404 problem+json, or 302 home for a
+     browser navigation;
+  2. C{X-Wakeproxy-Status}: the loading page's poll, answered here;
+  3. wake policy: may this request wake the instance, and count as activity?
+  4. ready: forwarded at once. Not ready: a no-wake request gets 503; a browser navigation gets the
+     loading page (when enabled; never for an upgrade); anything else is held on the waker's single-flight
+     wake and forwarded once the instance is ready, or answered with the wake's failure (502/503/504);
+  5. forwarding takes one of the instance's upstream slots (C{--max-upstream-per-instance}, the rest wait
+     in arrival order) and counts as activity while it lasts. An upgraded tunnel gives its slot back at
+     the 101; from then on only its data frames count as activity (C{--idle-tunnel data}), or the open
+     tunnel does (C{open}). Tunnels of an instance that goes to sleep get a WebSocket close 1001.
+
+The relay (L{relay.Exchange}) carries the decision out; this module never touches the wire.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Optional
+
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+
+from . import answers
+from .forwarder import Upstream
+from .headers import is_origin_form
+from .labels import AddressError, direct_address, idle_tunnel, loading_page
+from .loadingpage import STATUS_HEADER
+from .runtime import IContainerRuntime
+from .selector import Head, Selection
+from .waker import WakeFailure, WakeReport, Waker
+from .wakepolicy import WakePolicy
+
+__all__ = ["Dispatcher", "SYNC_TIMEOUT"]
+
+#: seconds a request waits for the runtime's first list of containers at start-up
+SYNC_TIMEOUT = 30
+
+
+class _Pairs:
+    """Lower-cased header name -> values, over a head's raw pairs (what selectors read)."""
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs):
+        self._pairs = pairs
+
+    def get(self, name: bytes, default=()):
+        values = [v for k, v in self._pairs if k.lower() == name]
+        return values or default
+
+
+class _Slots:
+    """An instance's upstream slots: a counter, and a FIFO of exchanges waiting for one."""
+
+    __slots__ = ("busy", "queue")
+
+    def __init__(self):
+        self.busy = 0
+        self.queue = deque()
+
+
+class Dispatcher:
+    log = Logger()
+
+    def __init__(self, selector: Callable[[Head], Selection], runtime: IContainerRuntime, waker: Waker,
+                 upstream: Optional[Upstream] = None, home_url: str = "/home", max_upstream_per_instance: int = 64,
+                 policy: Optional[WakePolicy] = None, loading_page: bool = False, home_path: Optional[str] = None,
+                 home_upstream: Optional[Upstream] = None, idle_tunnel: str = "data", clock=None):
+        self._selector = selector
+        self._reads = getattr(selector, "reads", None)  # the one header a selection depends on, if any
+        self._selections: dict = {}
+        self._runtime = runtime
+        self._waker = waker
+        self._upstream = upstream
+        self._home_url = home_url.encode("utf-8")
+        self._home_path = home_path.rstrip("/").encode("utf-8") if home_path and home_upstream else None
+        self._home_upstream = home_upstream
+        self._max_upstream = max_upstream_per_instance
+        self._slots: dict[str, _Slots] = {}
+        self._direct: dict[str, tuple] = {}
+        self._policy = policy or WakePolicy()
+        self._loading_page = loading_page
+        self._idle_tunnel = idle_tunnel
+        self._tunnels: dict[str, set] = {}
+        self._clock = clock
+        self._synced = False
+        runtime.watch(self._forget)
+        runtime.ready().addCallback(self._sync_done)
+        waker.before_sleep(self.close_tunnels)
+
+    def _forget(self, name: str, container) -> None:
+        if container is None:
+            self._slots.pop(name, None)
+            self._direct.pop(name, None)
+
+    def _sync_done(self, _) -> None:
+        self._synced = True
+
+    # the decision
+
+    def dispatch(self, exchange) -> None:
+        head = exchange.head
+        target = head.target
+        if head.method == b"TRACE":
+            exchange.answer(answers.problem(405, "wakeproxy does not relay TRACE requests"))
+            return
+        if not is_origin_form(target):
+            exchange.close_after = True
+            exchange.answer(answers.problem(400, "the request target must be a path (origin-form), not {!r}".format(
+                target[:64].decode("latin-1"))))
+            return
+        if self._home_path is not None and _under(target.split(b"?", 1)[0], self._home_path):
+            exchange.forward(self._home_upstream, target, ())
+            return
+        if not self._synced:
+            self._after_sync(exchange)
+            return
+        selection = self._select(head)
+        name = selection.name
+        uri = target if self._reads is not None else selection.uri
+        container = self._runtime.get(name) if name is not None else None
+        if container is None:
+            self._unknown(exchange, selection.reason or "no managed instance named {!r}".format(name))
+            return
+        noted = head.noted
+        if noted and STATUS_HEADER in noted:
+            exchange.answer(answers.status(name, self._waker.is_ready(name), self._waker.describe(name)))
+            return
+        wakes = self._policy.wakes(uri, noted.get(b"user-agent"))
+        if self._waker.is_ready(name):
+            self._forward(exchange, name, uri, (), wakes)
+            return
+        if not wakes:
+            exchange.answer(answers.problem(503, "instance {} is asleep and this request (its path or user agent) "
+                                                 "does not wake it".format(name), retry_after=30))
+            return
+        if head.upgrade is None and _wants_html(head) and loading_page(container, self._loading_page):
+            self._waker.wait_ready(name).addErrback(lambda f: None)  # the page polls for the outcome
+            exchange.answer(answers.loading(name))
+            return
+        ready = self._waker.wait_ready(name)
+        exchange.on_gone = ready.cancel
+        ready.addCallbacks(self._woken, self._wake_failed, callbackArgs=(exchange, name, uri),
+                           errbackArgs=(exchange,))
+
+    def _select(self, head) -> Selection:
+        """The selector's answer, cached per cookie or Host value when the selector reads only that."""
+        reads = self._reads
+        if reads is None:
+            return self._selector(Head(head.method, head.target, _Pairs(head.headers)))
+        key = head.cookie if reads == b"cookie" else head.host
+        cached = self._selections.get(key)
+        if cached is None:
+            if len(self._selections) > 10000:
+                self._selections.clear()
+            cached = self._selections[key] = self._selector(Head(head.method, head.target, _Pairs(head.headers)))
+        return cached
+
+    def _after_sync(self, exchange) -> None:
+        """Before the runtime's first list nobody is known: hold the request until then (bounded)."""
+        synced = self._runtime.ready()
+        if self._clock is not None:
+            synced.addTimeout(SYNC_TIMEOUT, self._clock)
+        exchange.on_gone = synced.cancel
+
+        def failed(failure) -> None:
+            if not failure.check(CancelledError) or not exchange.gone:
+                exchange.answer(answers.problem(503, "wakeproxy has not yet read the Docker engine's state",
+                                                retry_after=2))
+
+        def synced_now(_) -> None:
+            exchange.on_gone = None
+            if not exchange.gone:
+                self.dispatch(exchange)
+
+        synced.addCallbacks(synced_now, failed)
+
+    def _unknown(self, exchange, reason: str) -> None:
+        head = exchange.head
+        path = head.target.split(b"?", 1)[0]
+        if _wants_html(head) and path != self._home_url.split(b"?", 1)[0]:
+            exchange.answer(answers.redirect(self._home_url))  # never a loop
+        else:
+            exchange.answer(answers.problem(404, reason))
+
+    def _woken(self, report: Optional[WakeReport], exchange, name: str, uri: bytes) -> None:
+        exchange.on_gone = None
+        extra = ()
+        if report is not None:
+            extra = ((b"Server-Timing", report.server_timing()), (b"X-Wakeproxy-Woke", b"1"))
+        self._forward(exchange, name, uri, extra, True)
+
+    def _wake_failed(self, failure, exchange) -> None:
+        exchange.on_gone = None
+        if failure.check(CancelledError):
+            return  # the client went away while held
+        if not failure.check(WakeFailure):
+            self.log.failure("holding a request failed", failure)
+            exchange.answer(answers.problem(502, "wakeproxy failed while waking the instance"))
+            return
+        error = failure.value
+        retry_after = error.retry_after if error.retry_after is not None else (5 if error.status >= 503 else None)
+        extra = {"phase": error.phase} if error.phase else {}
+        exchange.answer(answers.problem(error.status, error.detail, retry_after=retry_after, **extra))
+
+    # forwarding: slots and activity
+
+    def _forward(self, exchange, name: str, uri: bytes, extra, counted: bool) -> None:
+        upstream = self._upstream
+        if upstream is None:
+            container = self._runtime.get(name)
+            cached = self._direct.get(name)
+            if cached is not None and cached[0] is container:
+                upstream = cached[1]  # same snapshot as last time: same address
+            else:
+                try:
+                    upstream = Upstream("http", *direct_address(container))
+                except AddressError as e:
+                    exchange.answer(answers.problem(502, str(e)))
+                    return
+                self._direct[name] = (container, upstream)
+        slots = self._slots.get(name)
+        if slots is None:
+            slots = self._slots[name] = _Slots()
+        exchange.instance = name
+        if counted:
+            self._waker.exchange_began(name)
+            exchange.on_end = self._ended_counted
+        else:
+            exchange.on_end = self._ended
+        exchange.on_tunnel = self._tunnel_opened
+        if slots.busy < self._max_upstream:
+            slots.busy += 1
+            exchange.slot = True
+            exchange.forward(upstream, uri, extra)
+            return
+        item = (exchange, upstream, uri, extra)
+        slots.queue.append(item)
+        exchange.on_gone = lambda: _discard(slots.queue, item)
+
+    def _release(self, name: str) -> None:
+        slots = self._slots.get(name)
+        if slots is None:
+            return
+        while slots.queue:
+            exchange, upstream, uri, extra = slots.queue.popleft()
+            if not exchange.gone and not exchange.done:
+                exchange.on_gone = None
+                exchange.slot = True
+                exchange.forward(upstream, uri, extra)
+                return
+        slots.busy = max(0, slots.busy - 1)
+
+    def _ended(self, exchange) -> None:
+        name = exchange.instance
+        if exchange.slot:
+            exchange.slot = False
+            self._release(name)
+        self._tunnels.get(name, set()).discard(exchange)
+
+    def _ended_counted(self, exchange) -> None:
+        self._ended(exchange)
+        if not (exchange.tunnel and exchange.on_activity is not None):
+            self._waker.exchange_ended(exchange.instance)
+
+    def _tunnel_opened(self, exchange) -> None:
+        """A 101: the tunnel gives its upstream slot back; activity from now on by its use."""
+        name = exchange.instance
+        if exchange.slot:
+            exchange.slot = False
+            self._release(name)
+        self._tunnels.setdefault(name, set()).add(exchange)
+        container = self._runtime.get(name)
+        mode = idle_tunnel(container, self._idle_tunnel) if container is not None else self._idle_tunnel
+        if mode == "data" and exchange.on_end is self._ended_counted:
+            self._waker.exchange_ended(name)  # the upgrade exchange is over; data frames touch from now on
+            waker = self._waker
+            exchange.on_activity = lambda: waker.touch(name)
+
+    def close_tunnels(self, name: str) -> None:
+        """Before C{name} goes to sleep: its WebSocket clients get close 1001 and every tunnel closes."""
+        for exchange in list(self._tunnels.pop(name, ())):
+            exchange.going_away()
+
+    def tunnels(self, name: str) -> int:
+        return len(self._tunnels.get(name, ()))
+
+
+def _discard(queue: deque, item) -> None:
+    try:
+        queue.remove(item)
+    except ValueError:
+        pass
+
+
+def _under(path: bytes, prefix: bytes) -> bool:
+    return path == prefix or path.startswith(prefix + b"/") or (prefix == b"" and path.startswith(b"/"))
+
+
+def _wants_html(head) -> bool:
+    return head.method in (b"GET", b"HEAD") and b"text/html" in head.noted.get(b"accept", b"")

@@ -1,0 +1,307 @@
+# -*- test-case-name: tests.test_relay -*-
+"""
+Upstream connections for the relay: a keep-alive pool per upstream, and the protocol that reads one
+response at a time off a pooled connection.
+
+L{UpstreamConnection} finds the response head, parses it (L{wire.parse_response_head}) and frames the body
+itself (Content-Length, chunked, or until close; none after HEAD, 1xx, 204, 304), passing the body bytes to
+its exchange untouched (chunk framing and trailers included) unless the exchange asks for the payload
+only. Interim responses (100, 103) are passed on as they come; a 101 turns the connection into a tunnel.
+
+L{UpstreamPool} hands out an idle connection for an upstream (C{scheme, host, port}) or connects a new one
+(TCP, or TLS verified by the pool's policy; C{--upstream-ca}), keeps at most C{max_idle} idle connections
+per upstream and closes those idle for longer than C{idle_timeout} seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web.client import BrowserLikePolicyForHTTPS
+from zope.interface import implementer
+
+from .sockets import eager_writer, quickack, raw_socket, set_nodelay
+from .wire import ChunkScanner, WireError, parse_response_head
+
+__all__ = ["UpstreamConnection", "UpstreamPool"]
+
+_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _TUNNEL, _DONE = range(6)
+_MAX_RESPONSE_HEAD = 64 * 1024
+
+
+@implementer(IHalfCloseableProtocol)
+class UpstreamConnection(Protocol):
+    """One connection to an upstream; bound to at most one exchange at a time."""
+
+    def __init__(self, pool: "UpstreamPool", upstream):
+        self.pool = pool
+        self.upstream = upstream
+        self.exchange = None
+        self.on_made = None
+        self.reused = False
+        self.idle_since = 0.0
+        self.write = None
+        self.sent_body = False
+        self._sock = None
+        self._buf = b""
+        self._state = _DONE
+        self._left = 0
+        self._scanner: Optional[ChunkScanner] = None
+        self._decode = False
+        self._head_request = False
+        self._keep_alive = True
+
+    def connectionMade(self) -> None:
+        self._sock = raw_socket(self.transport)
+        set_nodelay(self._sock)
+        self.write = eager_writer(self.transport)
+        if self.on_made is not None:
+            made, self.on_made = self.on_made, None
+            made(self)
+
+    def expect(self, head_request: bool) -> None:
+        """A request is on its way: read its response (no body after a HEAD request)."""
+        self._state = _HEAD
+        self._buf = b""
+        self._head_request = head_request
+        self.sent_body = False
+
+    def idle(self) -> None:
+        """Back in the pool: any byte that arrives now is out of step and closes the connection."""
+        self._state = _DONE
+        self._buf = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        quickack(self._sock)
+        exchange = self.exchange
+        state = self._state
+        if state == _LENGTH:
+            left = self._left
+            if len(data) < left:
+                self._left = left - len(data)
+                exchange.response_body(data)
+                return
+            exchange.response_body(data[:left] if len(data) > left else data)
+            self._finish(len(data) == left)
+        elif state == _TUNNEL:
+            exchange.tunnel_upstream_data(data)
+        elif state == _HEAD:
+            if exchange is None:
+                self.transport.loseConnection()  # bytes nobody asked for: the connection is out of step
+                return
+            self._head(data)
+        elif state == _CHUNKED:
+            self._chunked(data)
+        elif state == _UNTIL_CLOSE:
+            exchange.response_body(data)
+        else:
+            self.transport.loseConnection()
+
+    def _head(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > _MAX_RESPONSE_HEAD:
+                    self._broken("the upstream's response head is longer than {} bytes".format(_MAX_RESPONSE_HEAD))
+                else:
+                    self._buf = buf
+                return
+            raw, buf = buf[:end + 4], buf[end + 4:]
+            try:
+                head = parse_response_head(raw)
+            except WireError as e:
+                self._broken(e.detail)
+                return
+            status = head.status
+            if status == 101:
+                self._state = _TUNNEL
+                self._buf = b""
+                self.exchange.tunnel_open(head, buf)
+                return
+            if 100 <= status < 200:
+                self.exchange.response_interim(raw)
+                if self.exchange is None:
+                    return
+                continue
+            break
+        self._buf = b""
+        self._keep_alive = head.keep_alive
+        self._decode = self.exchange.response_head(head)
+        if self.exchange is None:
+            return
+        if self._head_request or status in (204, 304):
+            self._finish(not buf)
+        elif head.chunked:
+            self._state = _CHUNKED
+            self._scanner = ChunkScanner(decode=self._decode)
+            if buf:
+                self._chunked(buf)
+        elif head.length is not None:
+            self._state = _LENGTH
+            self._left = head.length
+            if head.length == 0:
+                self._finish(not buf)
+            elif buf:
+                self.dataReceived(buf)
+        else:
+            self._state = _UNTIL_CLOSE
+            self._keep_alive = False
+            if buf:
+                self.exchange.response_body(buf)
+
+    def _chunked(self, data: bytes) -> None:
+        scanner = self._scanner
+        try:
+            used = scanner.feed(data)
+        except WireError as e:
+            self._broken(e.detail)
+            return
+        if self._decode:
+            for piece in scanner.payload:
+                self.exchange.response_body(piece)
+            scanner.payload.clear()
+        else:
+            self.exchange.response_body(data if used == len(data) else data[:used])
+        if scanner.done:
+            self._finish(used == len(data))
+
+    def _finish(self, clean: bool) -> None:
+        self._state = _DONE
+        self._scanner = None
+        exchange = self.exchange
+        exchange.response_done(clean and self._keep_alive)
+
+    def _broken(self, detail: str) -> None:
+        self._state = _DONE
+        exchange = self.exchange
+        self.transport.abortConnection()
+        if exchange is not None:
+            exchange.upstream_broken(detail)
+
+    def readConnectionLost(self) -> None:
+        if self._state == _TUNNEL and self.exchange is not None:
+            self.exchange.tunnel_upstream_eof()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason) -> None:
+        self.pool.forget(self)
+        exchange = self.exchange
+        if exchange is None:
+            return
+        if self._state == _UNTIL_CLOSE:
+            self._state = _DONE
+            exchange.response_done(False)
+        elif self._state != _DONE or exchange.conn is self:
+            exchange.upstream_lost(self, reason)
+
+    def release(self) -> None:
+        """The exchange is over and the connection is clean: back to the pool."""
+        self.exchange = None
+        self.pool.release(self)
+
+
+class _ConnectFactory(ClientFactory):
+    noisy = False
+
+    def __init__(self, pool: "UpstreamPool", upstream, exchange):
+        self.pool = pool
+        self.upstream = upstream
+        self.exchange = exchange
+
+    def buildProtocol(self, addr):
+        conn = UpstreamConnection(self.pool, self.upstream)
+        conn.on_made = self._made
+        return conn
+
+    def _made(self, conn: UpstreamConnection) -> None:
+        """Connected: hand the connection to the exchange that asked for it (or to the pool if it left)."""
+        exchange, self.exchange = self.exchange, None
+        if exchange is None or exchange.gone:
+            self.pool.release(conn)
+        else:
+            exchange.attached(conn)
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.connect_failed(reason)
+
+
+class UpstreamPool:
+    log = Logger()
+
+    def __init__(self, reactor, connect_timeout: float = 5.0, idle_timeout: float = 30.0, max_idle: int = 256,
+                 tls_policy: Optional[BrowserLikePolicyForHTTPS] = None):
+        self._reactor = reactor
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.max_idle = max_idle
+        self._tls = tls_policy or BrowserLikePolicyForHTTPS()
+        self._idle: dict = {}
+        self._sweep = LoopingCall(self.close_idle)
+        self._sweep.clock = reactor
+
+    def start(self) -> None:
+        self._sweep.start(min(5.0, self.idle_timeout), now=False)
+
+    def stop(self) -> None:
+        if self._sweep.running:
+            self._sweep.stop()
+        for conns in list(self._idle.values()):
+            for conn in conns:
+                conn.transport.loseConnection()
+        self._idle.clear()
+
+    def acquire(self, upstream, exchange, fresh: bool = False) -> None:
+        """Give C{exchange} a connection: C{exchange.attached(conn)} now or later, or C{connect_failed}."""
+        if not fresh:
+            idle = self._idle.get(upstream)
+            while idle:
+                conn = idle.pop()
+                if conn.transport.connected and not conn.transport.disconnecting:
+                    conn.reused = True
+                    exchange.attached(conn)
+                    return
+        factory = _ConnectFactory(self, upstream, exchange)
+        if upstream.scheme == "https":
+            creator = self._tls.creatorForNetloc(upstream.host.encode("idna"), upstream.port)
+            factory = TLSMemoryBIOFactory(creator, True, factory)
+        self._reactor.connectTCP(upstream.host, upstream.port, factory, timeout=self.connect_timeout)
+
+    def release(self, conn: UpstreamConnection) -> None:
+        conn.exchange = None
+        transport = conn.transport
+        if transport is None or not transport.connected or transport.disconnecting:
+            return
+        idle = self._idle.setdefault(conn.upstream, [])
+        if len(idle) >= self.max_idle:
+            transport.loseConnection()
+            return
+        conn.idle_since = self._reactor.seconds()
+        conn.idle()
+        idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        idle = self._idle.get(conn.upstream)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def close_idle(self, older_than: Optional[float] = None) -> None:
+        limit = self._reactor.seconds() - (self.idle_timeout if older_than is None else older_than)
+        for conns in list(self._idle.values()):
+            for conn in [c for c in conns if c.idle_since <= limit]:
+                conns.remove(conn)
+                conn.transport.loseConnection()
+
+    def idle_count(self) -> int:
+        return sum(len(c) for c in self._idle.values())
