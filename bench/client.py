@@ -3,6 +3,7 @@ The benchmark's HTTP clients, on plain sockets so that what is timed is the serv
 
 - L{request}: one request (C{Connection: close}), timing send -> first response byte and -> last byte;
 - L{first_ok}: a tight readiness probe loop (1 ms between attempts);
+- L{keepalive}: back-to-back requests on one kept-alive connection that acknowledges at once;
 - L{download} / L{upload}: bulk transfers with the throughput;
 - L{herd}: many concurrent requests on pre-opened connections (asyncio).
 """
@@ -16,15 +17,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-__all__ = ["Response", "download", "first_ok", "herd", "parse_server_timing", "request", "try_request", "upload"]
+__all__ = ["Response", "download", "first_ok", "herd", "keepalive", "parse_server_timing", "request", "try_request",
+           "upload"]
 
 RECV = 1 << 20
 
 
 def build_request(method: str, path: str, cookie: Optional[str] = None, length: Optional[int] = None,
-                  extra: tuple = ()) -> bytes:
-    lines = ["{} {} HTTP/1.1".format(method, path), "Host: 127.0.0.1", "User-Agent: wpbench",
-             "Connection: close"]
+                  extra: tuple = (), close: bool = True) -> bytes:
+    lines = ["{} {} HTTP/1.1".format(method, path), "Host: 127.0.0.1", "User-Agent: wpbench"]
+    if close:
+        lines.append("Connection: close")
     if cookie:
         lines.append("Cookie: instance={}".format(cookie))
     if length is not None:
@@ -144,6 +147,69 @@ def first_ok(port: int, path: str = "/status", timeout: float = 30.0, pause: flo
         if time.perf_counter() > deadline:
             raise TimeoutError("127.0.0.1:{}{} did not answer 200 within {:g}s".format(port, path, timeout))
         time.sleep(pause)
+
+
+@dataclass
+class KeepAlive:
+    latencies: list  # seconds, send -> last byte of each 200 response
+    statuses: dict  # status -> count
+    error: Optional[str] = None
+
+
+def keepalive(port: int, path: str = "/", cookie: Optional[str] = None, seconds: float = 2.0,
+              max_requests: int = 2000, quickack: bool = True) -> KeepAlive:
+    """
+    Requests one after the other on one kept-alive connection for C{seconds} (at most C{max_requests}),
+    each timed from send to its last byte. With C{quickack} the client sets C{TCP_QUICKACK} after every
+    read, so it never delays an ACK: an upstream that writes head and body in two writes (Nagle) stalls
+    this client no more than a fresh connection would; any stall left is the path's (a proxy's pool).
+    Responses need a Content-Length or chunked framing. A failure ends the loop and lands in C{error}.
+    """
+    out = KeepAlive([], {})
+    data = build_request("GET", path, cookie, close=False)
+    deadline = time.perf_counter() + seconds
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def recv() -> bytes:
+                chunk = s.recv(65536)
+                if quickack:
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+                if not chunk:
+                    raise ConnectionError("closed by the server after {} responses".format(len(out.latencies)))
+                return chunk
+
+            if quickack:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            buf = bytearray()
+            while len(out.latencies) < max_requests and time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                s.sendall(data)
+                while b"\r\n\r\n" not in buf:
+                    buf += recv()
+                status, headers, offset = parse_head(buf)
+                del buf[:offset]
+                if headers.get("transfer-encoding", "").lower() == "chunked":
+                    while not buf.endswith(b"0\r\n\r\n"):
+                        buf += recv()
+                    buf.clear()
+                elif "content-length" in headers:
+                    length = int(headers["content-length"])
+                    while len(buf) < length:
+                        buf += recv()
+                    del buf[:length]
+                else:
+                    raise ValueError("a response without Content-Length or chunked framing")
+                t1 = time.perf_counter()
+                out.statuses[status] = out.statuses.get(status, 0) + 1
+                if status == 200:
+                    out.latencies.append(t1 - t0)
+                if headers.get("connection", "").lower() == "close":
+                    raise ConnectionError("the server closed the connection (Connection: close)")
+    except (OSError, ValueError) as e:
+        out.error = "{}: {}".format(type(e).__name__, e)
+    return out
 
 
 # bulk transfers

@@ -101,10 +101,13 @@ class MockApp:
 
 def create_mock(api: docker.APIClient, run_id: str, owner: str, what: str, port: Optional[int] = None,
                 health_label: Optional[str] = None, docker_health: bool = True,
-                env: Optional[dict] = None) -> MockApp:
+                env: Optional[dict] = None, command: Optional[list] = None,
+                files: Optional[dict] = None) -> MockApp:
     """
     Create (not start) a mock_app container listening on 127.0.0.1:C{port} (host network, C{IDLE=0}:
-    it never stops itself). C{docker_health=False} disables the image's HEALTHCHECK.
+    it never stops itself). C{docker_health=False} disables the image's HEALTHCHECK. C{command} replaces
+    the image's (C{{port}} in it becomes the port); C{files} maps host paths to paths in the container
+    (bind-mounted read-only), e.g. another app to run in the same image.
     """
     port = port or app_port()
     name = "wpbench-{}-{}".format(run_id, what)
@@ -117,8 +120,12 @@ def create_mock(api: docker.APIClient, run_id: str, owner: str, what: str, port:
     kwargs = {}
     if not docker_health:
         kwargs["healthcheck"] = {"test": ["NONE"]}
+    if command:
+        kwargs["command"] = [str(part).replace("{port}", str(port)) for part in command]
+    binds = {str(host): {"bind": inside, "mode": "ro"} for host, inside in (files or {}).items()}
     cid = api.create_container(IMAGE, name=name, environment=environment, labels=labels,
-                               host_config=api.create_host_config(network_mode="host"), **kwargs)["Id"]
+                               host_config=api.create_host_config(network_mode="host", binds=binds or None),
+                               **kwargs)["Id"]
     return MockApp(api, cid, name, port)
 
 

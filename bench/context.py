@@ -77,8 +77,8 @@ class Context:
         self._procs.append(n)
         return n.start()
 
-    def nginx_proxy(self, upstreams: dict) -> Nginx:
-        n = Nginx.proxy(self.workdir, upstreams, "{}-proxy".format(self.section))
+    def nginx_proxy(self, upstreams: dict, websocket: bool = False) -> Nginx:
+        n = Nginx.proxy(self.workdir, upstreams, "{}-proxy".format(self.section), websocket=websocket)
         self._procs.append(n)
         return n.start()
 

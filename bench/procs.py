@@ -1,6 +1,6 @@
 """
-The processes the benchmark starts (nginx, twistd wakeproxy), ports for them, and reading a process's
-memory and CPU from /proc.
+The processes the benchmark starts (nginx, twistd wakeproxy) and ports for them (reading a process's
+memory, CPU and open files from /proc: L{bench.procfs}).
 
 Every process is started in its own session (its process group id is its pid) and recorded in
 L{REGISTRY}; L{stop_all} ends exactly those, by pid / process group id, never by name.
@@ -18,15 +18,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-__all__ = ["NOFILE", "REGISTRY", "Nginx", "Proc", "RssSampler", "Wakeproxy", "app_port", "children",
-           "cpu_seconds", "free_port", "raise_nofile", "rss", "stop_all", "wait_port", "WakeproxyFailed"]
+from .procfs import children
+
+__all__ = ["NOFILE", "REGISTRY", "Nginx", "Proc", "Wakeproxy", "app_port", "free_port", "raise_nofile",
+           "stop_all", "wait_port", "WakeproxyFailed"]
 
 REPO = Path(__file__).resolve().parents[1]
 NOFILE = 65536
@@ -111,82 +112,6 @@ def raise_nofile(want: int = NOFILE) -> int:
 def _child_setup() -> None:
     # runs in the child between fork and exec: the equivalent of `ulimit -n 65536`
     raise_nofile(NOFILE)
-
-
-# /proc readings
-
-def rss(pid: int) -> Optional[int]:
-    """Resident set size of C{pid} in bytes (VmRSS), None when it is gone."""
-    try:
-        with open("/proc/{}/status".format(pid)) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> Optional[float]:
-    """utime + stime of C{pid} in seconds, None when it is gone."""
-    try:
-        with open("/proc/{}/stat".format(pid)) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of C{pid} (e.g. an nginx master's workers)."""
-    found: list[int] = []
-    try:
-        for task in os.listdir("/proc/{}/task".format(pid)):
-            with open("/proc/{}/task/{}/children".format(pid, task)) as f:
-                found.extend(int(x) for x in f.read().split())
-    except OSError:
-        pass
-    return found
-
-
-class RssSampler:
-    """Samples a process's RSS every C{interval} seconds in a thread; C{peak} and C{before} in bytes."""
-
-    def __init__(self, pid: int, interval: float = 0.010):
-        self.pid = pid
-        self.interval = interval
-        self.before = rss(pid) or 0
-        self.peak = self.before
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler-{}".format(pid), daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            value = rss(self.pid)
-            if value is not None:
-                self.samples += 1
-                if value > self.peak:
-                    self.peak = value
-            self._stop.wait(self.interval)
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.before
-
-    def __enter__(self) -> "RssSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-        value = rss(self.pid)
-        if value is not None and value > self.peak:
-            self.peak = value
 
 
 # processes
@@ -306,8 +231,19 @@ class Nginx(Proc):
         return cls(workdir, name, body, {"static": port})
 
     @classmethod
-    def proxy(cls, workdir: Path, upstreams: dict[str, int], name: str = "proxy") -> "Nginx":
-        """A reverse proxy: one server per upstream, keep-alive upstream pool, unlimited body size."""
+    def proxy(cls, workdir: Path, upstreams: dict[str, int], name: str = "proxy",
+              websocket: bool = False) -> "Nginx":
+        """
+        A reverse proxy: one server per upstream, keep-alive upstream pool, unlimited body size. With
+        C{websocket}, the usual Upgrade pass-through (C{Upgrade $http_upgrade}, C{Connection "upgrade"}) and
+        an hour of C{proxy_read_timeout}/C{proxy_send_timeout}, so that idle tunnels stay open.
+        """
+        if websocket:
+            headers = ("      proxy_set_header Upgrade $http_upgrade;\n"
+                       "      proxy_set_header Connection \"upgrade\";\n"
+                       "      proxy_read_timeout 3600s;\n      proxy_send_timeout 3600s;\n")
+        else:
+            headers = "      proxy_set_header Connection \"\";\n"
         blocks, ports = [], {}
         for key, upstream_port in upstreams.items():
             port = ports[key] = free_port()
@@ -315,7 +251,7 @@ class Nginx(Proc):
                 "  upstream up_{key} {{ server 127.0.0.1:{up}; keepalive 64; }}\n"
                 "  server {{\n    listen 127.0.0.1:{port} backlog=4096;\n    client_max_body_size 0;\n"
                 "    location / {{\n      proxy_pass http://up_{key};\n      proxy_http_version 1.1;\n"
-                "      proxy_set_header Connection \"\";\n    }}\n  }}".format(key=key, up=upstream_port, port=port))
+                "{headers}    }}\n  }}".format(key=key, up=upstream_port, port=port, headers=headers))
         return cls(workdir, name, "\n".join(blocks), ports)
 
     def start(self, timeout: float = 10.0) -> "Nginx":
@@ -353,6 +289,8 @@ class Wakeproxy(Proc):
 
     #: run wakeproxy from this source tree instead of the repository (C{--src}): PYTHONPATH and cwd
     src: Optional[Path] = None
+    #: appended to every wakeproxy command line of the run (C{--wakeproxy-arg}, e.g. C{--core relay})
+    extra_args: Sequence[str] = ()
 
     def __init__(self, workdir: Path, name: str, owner_label: str, upstream: Optional[str] = None,
                  extra: Sequence[str] = ()):
@@ -364,11 +302,13 @@ class Wakeproxy(Proc):
                 "--owner-label", owner_label]
         if upstream:
             argv += ["--upstream", upstream]
-        argv += list(extra)
-        env = None
+        argv += list(extra) + list(Wakeproxy.extra_args)
+        #: its own TMPDIR (empty at start), where a buffered request body would land
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="tmp-wakeproxy-{}-".format(name), dir=workdir))
+        env = dict(os.environ, TMPDIR=str(self.tmpdir))
         if Wakeproxy.src is not None:
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-                [str(Wakeproxy.src)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(Wakeproxy.src)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
         Proc.__init__(self, "wakeproxy-" + name, argv, Path(workdir) / "wakeproxy-{}.log".format(name),
                       cwd=Wakeproxy.src or REPO, env=env, preexec=_child_setup)
 

@@ -59,6 +59,8 @@ def fmt(value: Optional[float], unit: str) -> str:
         return "-"
     if unit == "req/s":
         return "{:,.0f}".format(value)
+    if unit == "msg/s":
+        return "{:,.0f} msg/s".format(value)
     if unit in ("ms", "MB/s", "MB", "KB", "%"):
         if abs(value) >= 100:
             return "{:,.0f} {}".format(value, unit)

@@ -1,8 +1,8 @@
 """
-C{python -m bench.run [--smoke] [--only NAME ...]}: run the benchmark sections, print one table per
-section (each wakeproxy figure next to baselines measured in the same run, with ratios), write
-C{bench/results/<timestamp>.json}. Exits 0 when every selected section ran (targets missed included),
-1 when the harness itself broke (a section raised), 130 when interrupted.
+C{python -m bench.run [--smoke] [--only NAME ...] [--wakeproxy-arg=ARG ...]}: run the benchmark sections,
+print one table per section (each wakeproxy figure next to baselines measured in the same run, with
+ratios), write C{bench/results/<timestamp>.json}. Exits 0 when every selected section ran (targets missed
+included), 1 when the harness itself broke (a section raised), 130 when interrupted.
 
 Cleanup (this run's processes and containers) runs in a C{finally}, from C{atexit}, and on SIGTERM.
 """
@@ -14,6 +14,7 @@ import atexit
 import datetime
 import os
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
@@ -43,6 +44,9 @@ def parse_args(argv):
                    help="run wakeproxy from this source tree (e.g. a `git archive` of another commit) "
                         "instead of the repository")
     p.add_argument("--keep-workdir", action="store_true", help="keep the scratch directory (logs, nginx configs)")
+    p.add_argument("--wakeproxy-arg", action="append", default=[], metavar="ARG",
+                   help="append ARG to every `twistd wakeproxy` command line (repeatable, one argument each; "
+                        "write it with '=' when it starts with '-': --wakeproxy-arg=--core --wakeproxy-arg=relay)")
     args = p.parse_args(argv)
     only = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
     unknown = [n for n in only if n not in SECTIONS]
@@ -68,6 +72,11 @@ def _versions() -> dict:
             "wakeproxy_src": str(Wakeproxy.src or REPO)}
 
 
+def _shown(extra: list) -> str:
+    """The extra wakeproxy arguments as a shell would take them, or "(none)"."""
+    return " ".join(shlex.quote(a) for a in extra) if extra else "(none)"
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -76,6 +85,7 @@ def main(argv=None) -> int:
     nofile = raise_nofile()
     if args.src is not None:
         Wakeproxy.src = args.src.resolve()
+    Wakeproxy.extra_args = tuple(args.wakeproxy_arg)
 
     tools.ensure_tools()
     docker_client = tools.ensure_docker()
@@ -100,9 +110,9 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    print("wakeproxy bench run {} ({}) sections: {}; scratch {}; RLIMIT_NOFILE {}{}".format(
-        run_id, "smoke" if args.smoke else "full", ", ".join(args.sections), workdir, nofile,
-        "; removed {} stale containers".format(stale) if stale else ""), flush=True)
+    print("wakeproxy bench run {} ({}) sections: {}; wakeproxy args: {}; scratch {}; RLIMIT_NOFILE {}{}".format(
+        run_id, "smoke" if args.smoke else "full", ", ".join(args.sections), _shown(args.wakeproxy_arg), workdir,
+        nofile, "; removed {} stale containers".format(stale) if stale else ""), flush=True)
     started = time.monotonic()
     sections: list[Section] = []
     broken = interrupted = False
@@ -142,8 +152,9 @@ def main(argv=None) -> int:
     total = time.monotonic() - started
     print()
     print("=" * 100)
-    print("wakeproxy bench {} ({}), {:.0f} s; ratio = wakeproxy / baseline (req/s, MB/s: higher is better; "
-          "times, memory: lower is better)".format(run_id, "smoke" if args.smoke else "full", total))
+    print("wakeproxy bench {} ({}), {:.0f} s, wakeproxy args: {}; ratio = wakeproxy / baseline (req/s, MB/s: "
+          "higher is better; times, memory: lower is better)".format(
+              run_id, "smoke" if args.smoke else "full", total, _shown(args.wakeproxy_arg)))
     for section in sections:
         print()
         print(table(section))
@@ -160,7 +171,8 @@ def main(argv=None) -> int:
                                                 if missed else ""))
     path = args.results / "{}.json".format(stamp)
     meta = {"run_id": run_id, "timestamp": stamp, "smoke": args.smoke, "sections": args.sections,
-            "seconds": total, "host": {"cpus": os.cpu_count(), "kernel": platform.release()},
+            "wakeproxy_args": list(args.wakeproxy_arg), "seconds": total,
+            "host": {"cpus": os.cpu_count(), "kernel": platform.release()},
             "versions": _versions(), "interrupted": interrupted, "harness_broken": broken}
     write_json(path, meta, sections, ctx.problems)
     print("results: {}".format(path))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
+from typing import Optional
 
 import docker
 import docker.errors
@@ -22,7 +26,10 @@ def _have(binary: str) -> bool:
 
 
 def ensure_tools() -> None:
-    """apt-get install nginx-light and wrk when they are missing."""
+    """apt-get install nginx-light and wrk, pip install websockets (the WebSocket client), when missing."""
+    if importlib.util.find_spec("websockets") is None:
+        print("installing websockets ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "websockets"], check=True)
     missing = [package for binary, package in _TOOLS if not _have(binary)]
     if not missing:
         return
@@ -45,9 +52,27 @@ def ensure_docker() -> docker.DockerClient:
         return client
 
 
-def ensure_image(client: docker.DockerClient) -> None:
-    """Build C{mock-app:latest} with scripts/build-images.sh when it is missing."""
+#: what C{mock-app:latest} is built from: a newer file means the image lacks a change (say, an endpoint)
+_IMAGE_SOURCES = ("mock_app/app.py", "mock_app/Dockerfile", "demo_http/demo_http.py")
+
+
+def _image_stale(client: docker.DockerClient) -> Optional[str]:
+    """Why C{mock-app:latest} must be (re)built, or None when it is there and newer than its sources."""
     try:
-        client.images.get(IMAGE)
+        created = client.images.get(IMAGE).attrs["Created"]
     except docker.errors.ImageNotFound:
+        return "missing"
+    try:
+        built = datetime.datetime.fromisoformat(created[:19]).replace(tzinfo=datetime.timezone.utc).timestamp()
+    except ValueError:
+        return None
+    newer = [name for name in _IMAGE_SOURCES if (REPO / name).exists() and (REPO / name).stat().st_mtime > built + 1]
+    return "older than " + ", ".join(newer) if newer else None
+
+
+def ensure_image(client: docker.DockerClient) -> None:
+    """(Re)build C{mock-app:latest} with scripts/build-images.sh when it is missing or older than its sources."""
+    why = _image_stale(client)
+    if why:
+        print("building {} ({}) ...".format(IMAGE, why), flush=True)
         subprocess.run(["bash", str(REPO / "scripts" / "build-images.sh")], check=True, cwd=REPO)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,8 +34,12 @@ def run_wrk(workdir: Path, url: str, connections: int, seconds: float, cookie: O
     """
     C{wrk -c connections -d seconds} against C{url}; a dict with req/s, p50/p90/p99/max in ms and the
     error counts (C{non2xx} is wrk's "status" error: responses that were not 2xx/3xx).
+
+    One wrk thread by default: on the 2-core machines here wrk shares the cores with the proxy and the
+    upstream, and a second thread measured the same or less (nginx at c=32: 67k req/s with one thread,
+    60k with two; p99 of the direct static upstream 0.35 ms against 4.1 ms).
     """
-    threads = threads or max(1, min(connections, os.cpu_count() or 2))
+    threads = threads or 1
     argv = [shutil.which("wrk") or "/usr/bin/wrk", "-t", str(threads), "-c", str(connections),
             "-d", "{}s".format(max(1, int(round(seconds)))), "--timeout", "5s", "-s", str(_script(workdir))]
     if cookie:

@@ -278,7 +278,7 @@ class Dispatcher:
         self._tunnels.setdefault(name, set()).add(exchange)
         container = self._runtime.get(name)
         mode = idle_tunnel(container, self._idle_tunnel) if container is not None else self._idle_tunnel
-        if mode == "data" and exchange.on_end is self._ended_counted:
+        if mode == "data" and exchange.on_end == self._ended_counted:
             self._waker.exchange_ended(name)  # the upgrade exchange is over; data frames touch from now on
             waker = self._waker
             exchange.on_activity = lambda: waker.touch(name)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
+from .wire import reason_phrase
+
 __all__ = [
     "FORWARDING",
     "HOP_BY_HOP",
@@ -197,19 +199,24 @@ _RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"via"}
 _HARMLESS_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 
 
-def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, via: bytes = VIA) -> bytes:
+def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, upstream=None,
+                 via: bytes = VIA) -> bytes:
     """
     The head to send upstream for a parsed request (L{wire.RequestHead}), with target C{uri}: the same
     hygiene as L{request_headers} in one pass, then the framing the body keeps (Content-Length stays,
     C{Transfer-Encoding: chunked} is restated) and, for an upgrade, C{Connection: upgrade} and C{Upgrade}.
     From a peer outside C{--trusted-proxy} (C{trusted} false), client-sent forwarding headers
-    (L{FORWARDING}) are dropped and rebuilt instead of extended.
+    (L{FORWARDING}) are dropped and rebuilt; a trusted peer's X-Forwarded-For is extended and its
+    X-Forwarded-Proto/-Host kept (a TLS-terminating proxy in front). An HTTP/1.0 request without Host
+    gets the C{upstream}'s.
     """
     drop = _REQUEST_DROP if trusted else _UNTRUSTED_DROP
     lines = [b"%s %s HTTP/1.1" % (head.method, uri)]
     chain = []
     vias = []
     tokens = None
+    proto_b = proto.encode("ascii")
+    forwarded_host = head.host.strip(_WHITESPACE) if head.host is not None else None
     for name, value in head.headers:
         lower = name.lower()
         if lower in drop:
@@ -218,6 +225,12 @@ def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, vi
                     value = value.strip(_WHITESPACE)
                     if value:
                         chain.append(value)
+            elif lower == b"x-forwarded-proto":
+                if trusted and value.strip(_WHITESPACE):
+                    proto_b = value.strip(_WHITESPACE)
+            elif lower == b"x-forwarded-host":
+                if trusted and value.strip(_WHITESPACE):
+                    forwarded_host = value.strip(_WHITESPACE)
             elif lower == b"via":
                 value = value.strip(_WHITESPACE)
                 if value:
@@ -232,11 +245,13 @@ def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, vi
     if tokens:
         tokens -= _NOT_NOMINABLE
         lines = [line for line in lines if line.split(b":", 1)[0].lower() not in tokens]
+    if head.host is None and upstream is not None:
+        lines.append(b"Host: %s:%d" % (upstream.host.encode("idna"), upstream.port))
     chain.append(client_ip.encode("ascii"))
     lines.append(b"X-Forwarded-For: " + b", ".join(chain))
-    lines.append(b"X-Forwarded-Proto: " + proto.encode("ascii"))
-    if head.host is not None and head.host.strip(_WHITESPACE):
-        lines.append(b"X-Forwarded-Host: " + head.host.strip(_WHITESPACE))
+    lines.append(b"X-Forwarded-Proto: " + proto_b)
+    if forwarded_host:
+        lines.append(b"X-Forwarded-Host: " + forwarded_host)
     vias.append(b"1.1 " + via)
     lines.append(b"Via: " + b", ".join(vias))
     if head.length < 0:
@@ -254,7 +269,7 @@ def response_head(head, extra, framing: bytes, close: bool, upgrade: bytes = Non
     those the upstream's Connection names, Content-Length and Via go (Via comes back extended), then
     C{extra} pairs, the C{framing} line(s) the relay chose, and C{Connection: close} or the upgrade.
     """
-    lines = [b"HTTP/1.1 %d %s" % (head.status, head.reason or b"-")]
+    lines = [b"HTTP/1.1 %d %s" % (head.status, head.reason or reason_phrase(head.status))]
     vias = []
     tokens = None
     for name, value in head.headers:

@@ -33,7 +33,7 @@ from zope.interface import implementer
 from . import answers
 from .headers import request_head, response_head
 from .sockets import eager_writer, raw_socket, set_nodelay
-from .wire import ChunkError, ChunkScanner, WireError, chunk, parse_request_head
+from .wire import ChunkError, ChunkScanner, WireError, chunk, head_problem, parse_request_head
 from .wsframes import FrameScanner, close_frame
 
 __all__ = ["Exchange", "RelayFactory", "RelayProtocol", "Timeouts"]
@@ -142,7 +142,8 @@ class Exchange:
         client = self.client
         client.transport.registerProducer(conn.transport, True)
         conn.transport.registerProducer(client.upstream_pause, True)
-        head = request_head(self.head, self.uri, client.peer_ip, client.scheme, client.trusted)
+        head = request_head(self.head, self.uri, client.peer_ip, client.scheme, client.trusted, self.upstream)
+        client.ticks = 0  # the body timeout counts from now, not from the hold
         self.waiting = True
         self.wait_ticks = 0
         if self.body_done:
@@ -214,8 +215,11 @@ class Exchange:
         if self.head.version == "1.1" and not self.gone:
             self.client.write(raw)
 
-    def response_head(self, head) -> bool:
-        """Write the response head to the client; True when the body should arrive de-chunked."""
+    def response_head(self, head, body: bytes = b"") -> bool:
+        """
+        Write the response head to the client (with C{body}, a whole Content-Length body that came with
+        it); True when the body should arrive de-chunked.
+        """
         self.waiting = False
         if self.gone:
             return False
@@ -228,7 +232,7 @@ class Exchange:
                 framing = b"" if head.length is None else b"Content-Length: %d\r\n" % head.length
         elif head.chunked:
             if client11:
-                mode, framing = _MODE_PASS, b"Transfer-Encoding: chunked\r\n"
+                mode, framing = _MODE_PASS, b"Transfer-Encoding: " + head.coding + b"\r\n"
             else:
                 mode, framing = _MODE_PASS, b""
                 self.close_after = True
@@ -240,10 +244,10 @@ class Exchange:
             mode, framing = _MODE_PASS, b""
             self.close_after = True
         self.mode = mode
-        if not self.body_done and not (no_body or head.length == 0):
-            pass  # the body may still be on its way up: the exchange ends only when both are done
+        if not self.body_done:
+            self.close_after = True  # answered before the whole body was read: this connection ends after it
         self.started = True
-        self.client.write(response_head(head, self.extra, framing or b"", self.close_after))
+        self.client.write(response_head(head, self.extra, framing or b"", self.close_after) + body)
         return head.chunked and not client11 and not no_body
 
     def response_body(self, data: bytes) -> None:
@@ -288,7 +292,8 @@ class Exchange:
             self._end()
             return
         self._unregister_client()
-        if not self.started and conn.reused and not self.retried and not conn.sent_body and self.head.length == 0:
+        if not self.started and conn.reused and not self.retried and not conn.sent_body and self.head.length == 0 \
+                and self.head.method in _IDEMPOTENT:
             self.retried = True  # a stale pooled connection: once more on a fresh one
             self.client.relay.pool.acquire(self.upstream, self, fresh=True)
             return
@@ -320,6 +325,9 @@ class Exchange:
     # tunnels
 
     def tunnel_open(self, head, rest: bytes) -> None:
+        if self.head.upgrade is None:
+            self._fail(502, "the upstream at {} switched protocols (101) unasked".format(self.upstream.base.decode()))
+            return
         self.waiting = False
         self.tunnel = True
         self.started = True
@@ -360,7 +368,7 @@ class Exchange:
 
     def going_away(self) -> None:
         """The instance goes to sleep: a WebSocket client gets close 1001, then both sides close."""
-        if self.scanners is not None:
+        if self.scanners is not None and self.scanners[1].at_boundary:
             self.client.transport.write(close_frame(1001, b"going away"))
         self.client.transport.loseConnection()
         conn = self.conn
@@ -413,6 +421,8 @@ class Exchange:
 
 
 _MODE_PASS, _MODE_RECHUNK, _MODE_DONE = 1, 2, 3
+#: methods a stale pooled connection may be retried for (RFC 9110 section 9.2.2; bodiless requests only)
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 
 
 def _half_close(transport) -> None:
@@ -440,6 +450,7 @@ class RelayProtocol(Protocol):
         self.head_age = 0
         self.upstream_pause = _Pause(self, "upstream")
         self._buf = b""
+        self._searched = 0  # how far the current partial head was searched for its end
         self._paused: set = set()
         self._parsing = False
         self._closed = False
@@ -460,7 +471,12 @@ class RelayProtocol(Protocol):
         self.ticks = 0
         exchange = self.exchange
         if exchange is None:
-            self._buf = self._buf + data if self._buf else data
+            if self._buf:
+                if type(self._buf) is bytes:
+                    self._buf = bytearray(self._buf)  # a head in pieces: append in place, never quadratic
+                self._buf += data
+            else:
+                self._buf = data
             self._next()
         elif exchange.tunnel:
             exchange.tunnel_client_data(data)
@@ -497,20 +513,29 @@ class RelayProtocol(Protocol):
     def _one(self) -> bool:
         buf = self._buf
         relay = self.relay
-        end = buf.find(b"\r\n\r\n")
+        end = buf.find(b"\r\n\r\n", self._searched)
         if end < 0:
             if len(buf) > relay.max_head:
                 self._refuse(431, "the request head is larger than {} bytes".format(relay.max_head))
+            else:
+                # a partial head: refuse garbage (a TLS hello, bare LFs) now rather than at the head timeout;
+                # it shows within the first bytes, and looking further would make a trickled head quadratic
+                problem = head_problem(bytes(buf[:1024])) if self._searched < 1024 else None
+                if problem is not None:
+                    self._refuse(problem.status, problem.detail)
+                    return False
+                self._searched = max(0, len(buf) - 3)
             return False
+        self._searched = 0
         if end + 4 > relay.max_head:
             self._refuse(431, "the request head is larger than {} bytes".format(relay.max_head))
             return False
         try:
-            head = parse_request_head(buf[:end + 4])
+            head = parse_request_head(bytes(buf[:end + 4]))
         except WireError as e:
             self._refuse(e.status, e.detail)
             return False
-        self._buf = buf[end + 4:]
+        self._buf = bytes(buf[end + 4:])
         self.head_age = 0
         exchange = self.exchange = Exchange(self, head)
         limit = relay.max_body
@@ -590,7 +615,7 @@ class RelayProtocol(Protocol):
             if self.ticks >= timeouts.body:
                 exchange._refuse_body(408, "no request body bytes arrived for {:g}s".format(timeouts.body))
                 return
-        if exchange.waiting and timeouts.upstream:
+        if exchange.waiting and exchange.body_done and timeouts.upstream:
             exchange.wait_ticks += 1
             if exchange.wait_ticks >= timeouts.upstream:
                 exchange.timed_out()

@@ -5,7 +5,9 @@ after each upstream read, and an eager write.
 
 Why QUICKACK: an upstream that writes its head and body in two writes (Python's http.server, many
 frameworks) meets Nagle's algorithm against our delayed ACK on a pooled connection: ~44 ms per request.
-Linux clears QUICKACK by itself, so it is set again after every read (measured: 44 ms -> 0.1 ms).
+Setting C{TCP_QUICKACK} sends a pending ACK at once (Linux clears the mode by itself), so the upstream
+connection sets it after every read that leaves a response incomplete (measured: 44 ms -> 0.1 ms); a
+response that arrives whole costs no extra system call.
 
 Why eager: C{transport.write} always waits for the reactor's next writable event (an epoll_ctl pair and
 a loop pass per write). When nothing is queued on a plain TCP transport, L{eager_writer}'s function calls

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import LoopingCall
@@ -77,23 +78,24 @@ class UpstreamConnection(Protocol):
         self._buf = b""
 
     def dataReceived(self, data: bytes) -> None:
-        quickack(self._sock)
         exchange = self.exchange
+        if exchange is None:
+            self.transport.loseConnection()  # bytes nobody asked for: the connection is out of step
+            return
+        self._read(exchange, data)
+        if self._state != _DONE:
+            # More of this response is due. An app that wrote its head and body separately waits for our
+            # ACK of the head before sending the body (Nagle); acknowledge now, not after the delayed-ACK
+            # timer (~40 ms). Setting TCP_QUICKACK sends a pending ACK at once; Linux clears it by itself.
+            quickack(self._sock)
+
+    def _read(self, exchange, data: bytes) -> None:
         state = self._state
         if state == _LENGTH:
-            left = self._left
-            if len(data) < left:
-                self._left = left - len(data)
-                exchange.response_body(data)
-                return
-            exchange.response_body(data[:left] if len(data) > left else data)
-            self._finish(len(data) == left)
+            self._length(data)
         elif state == _TUNNEL:
             exchange.tunnel_upstream_data(data)
         elif state == _HEAD:
-            if exchange is None:
-                self.transport.loseConnection()  # bytes nobody asked for: the connection is out of step
-                return
             self._head(data)
         elif state == _CHUNKED:
             self._chunked(data)
@@ -101,6 +103,15 @@ class UpstreamConnection(Protocol):
             exchange.response_body(data)
         else:
             self.transport.loseConnection()
+
+    def _length(self, data: bytes) -> None:
+        left = self._left
+        if len(data) < left:
+            self._left = left - len(data)
+            self.exchange.response_body(data)
+            return
+        self.exchange.response_body(data[:left] if len(data) > left else data)
+        self._finish(len(data) == left)
 
     def _head(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
@@ -132,6 +143,14 @@ class UpstreamConnection(Protocol):
             break
         self._buf = b""
         self._keep_alive = head.keep_alive
+        length = head.length
+        if length is not None and not head.chunked and 0 < length <= len(buf) and not self._head_request \
+                and status not in (204, 304):
+            # the whole body came with the head (the common small response): one write to the client
+            self.exchange.response_head(head, buf[:length])
+            if self.exchange is not None:
+                self._finish(len(buf) == length)
+            return
         self._decode = self.exchange.response_head(head)
         if self.exchange is None:
             return
@@ -148,7 +167,7 @@ class UpstreamConnection(Protocol):
             if head.length == 0:
                 self._finish(not buf)
             elif buf:
-                self.dataReceived(buf)
+                self._length(buf)
         else:
             self._state = _UNTIL_CLOSE
             self._keep_alive = False
@@ -198,7 +217,7 @@ class UpstreamConnection(Protocol):
         exchange = self.exchange
         if exchange is None:
             return
-        if self._state == _UNTIL_CLOSE:
+        if self._state == _UNTIL_CLOSE and reason.check(ConnectionDone):
             self._state = _DONE
             exchange.response_done(False)
         elif self._state != _DONE or exchange.conn is self:

@@ -33,7 +33,9 @@ class WakePolicy:
 
     def wakes(self, uri: bytes, user_agent: Optional[bytes]) -> bool:
         if self._paths is not None:
-            path = unquote_to_bytes(uri.split(b"?", 1)[0])
+            path = uri.split(b"?", 1)[0]
+            if b"%" in path:
+                path = unquote_to_bytes(path)
             if self._paths.match(path):
                 return False
         if self._agents is not None and user_agent and self._agents.search(user_agent):

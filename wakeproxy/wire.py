@@ -25,6 +25,7 @@ __all__ = [
     "ResponseHead",
     "WireError",
     "chunk",
+    "head_problem",
     "parse_request_head",
     "parse_response_head",
     "reason_phrase",
@@ -83,10 +84,10 @@ class RequestHead:
 
 
 class ResponseHead:
-    __slots__ = ("status", "reason", "headers", "length", "keep_alive", "chunked")
+    __slots__ = ("status", "reason", "headers", "length", "keep_alive", "chunked", "coding")
 
     def __init__(self, status: int, reason: bytes, headers: list, length: Optional[int], keep_alive: bool,
-                 chunked: bool):
+                 chunked: bool, coding: bytes = b"chunked"):
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -94,6 +95,8 @@ class ResponseHead:
         self.length = length
         self.keep_alive = keep_alive
         self.chunked = chunked
+        #: the Transfer-Encoding value (codings before the final chunked are passed on as they are)
+        self.coding = coding
 
 
 class _Collector:
@@ -131,6 +134,8 @@ def parse_request_head(head: bytes) -> RequestHead:
         raise WireError(431, "the request has {} header fields; at most {} are accepted".format(
             len(headers), MAX_HEADERS))
     version = parser.get_http_version()
+    if version not in ("1.1", "1.0"):
+        raise WireError(505, "wakeproxy speaks HTTP/1.1 and HTTP/1.0, not HTTP/{}".format(version))
     length = 0
     hosts = 0
     host = None
@@ -164,6 +169,8 @@ def parse_request_head(head: bytes) -> RequestHead:
                 raise WireError(417, "the only expectation wakeproxy knows is 100-continue, not {!r}".format(
                     value[:64].decode("latin-1")))
     if coding is not None:
+        if version == "1.0":
+            raise WireError(400, "an HTTP/1.0 request cannot use Transfer-Encoding")
         codings = [c.strip().lower() for c in coding.split(b",")]
         if codings != [b"chunked"]:
             raise WireError(400, "the only transfer coding accepted in a request is chunked, alone; got {!r}".format(
@@ -174,7 +181,7 @@ def parse_request_head(head: bytes) -> RequestHead:
     if hosts > 1:
         raise WireError(400, "the request has more than one Host header")
     tokens = [t.strip() for t in connection.split(b",")] if connection else ()
-    if upgrade is not None and (b"upgrade" not in tokens or upgrade.strip().lower() == b"h2c"):
+    if upgrade is not None and (b"upgrade" not in tokens or upgrade.strip().lower() == b"h2c" or version == "1.0"):
         upgrade = None  # not nominated by Connection, or h2c: stripped, the request goes on as HTTP/1.1
     if version == "1.1":
         keep_alive = b"close" not in tokens
@@ -182,6 +189,18 @@ def parse_request_head(head: bytes) -> RequestHead:
         keep_alive = False  # HTTP/1.0: one exchange per connection
     return RequestHead(parser.get_method(), collector.url, version, headers, length, keep_alive, upgrade, expect,
                        hosts, cookie, host, noted)
+
+
+def head_problem(partial: bytes) -> Optional[WireError]:
+    """What is already wrong with the start of a request head (a TLS hello, a bare-LF head), or None."""
+    parser = httptools.HttpRequestParser(_Collector())
+    try:
+        parser.feed_data(partial)
+    except httptools.HttpParserUpgrade:
+        return None
+    except httptools.HttpParserError as e:
+        return WireError(400, "the request is not valid HTTP/1.1: {}".format(_message(e)))
+    return None
 
 
 def parse_response_head(head: bytes) -> ResponseHead:
@@ -200,13 +219,15 @@ def parse_response_head(head: bytes) -> ResponseHead:
             len(headers), MAX_HEADERS))
     length = None
     chunked = False
+    coding = b""
     close = parser.get_http_version() != "1.1"
     for name, value in headers:
         lower = name.lower()
         if lower == b"content-length":
             length = int(value)
         elif lower == b"transfer-encoding":
-            chunked = value.strip().lower().endswith(b"chunked")
+            coding = coding + b", " + value.strip() if coding else value.strip()
+            chunked = coding.lower().endswith(b"chunked")
         elif lower == b"connection":
             tokens = [t.strip().lower() for t in value.split(b",")]
             if b"close" in tokens:
@@ -215,7 +236,8 @@ def parse_response_head(head: bytes) -> ResponseHead:
                 close = False
     if chunked:
         length = None
-    return ResponseHead(parser.get_status_code(), collector.reason, headers, length, not close, chunked)
+    return ResponseHead(parser.get_status_code(), collector.reason, headers, length, not close, chunked,
+                        coding or b"chunked")
 
 
 def _message(error: Exception) -> str:
@@ -301,7 +323,7 @@ _REASONS = {
     400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
     405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large", 417: b"Expectation Failed",
     429: b"Too Many Requests", 431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
-    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
+    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
 }
 
 

@@ -25,6 +25,11 @@ class FrameScanner:
         self.data_frames = 0
         self.control_frames = 0
 
+    @property
+    def at_boundary(self) -> bool:
+        """Between two frames (a frame of one's own may be written into the stream now)."""
+        return not self._skip and not self._head
+
     def feed(self, data: bytes) -> int:
         n = len(data)
         i = 0

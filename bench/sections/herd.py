@@ -13,7 +13,7 @@ import time
 
 from .. import client
 from ..context import SETTLE, Context
-from ..procs import RssSampler
+from ..procfs import RssSampler
 from ..report import Section
 from ..stats import summary
 

@@ -12,7 +12,7 @@ import time
 
 from .. import containers
 from ..context import Context
-from ..procs import cpu_seconds, rss
+from ..procfs import cpu_seconds, rss
 from ..report import Section
 
 

@@ -1,0 +1,348 @@
+# -*- test-case-name: tests.test_wire -*-
+"""
+Tests for L{wakeproxy.wire}: request and response heads (table-driven: what is accepted, what is refused
+with which status) and L{ChunkScanner} through every split of a chunked body.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from wakeproxy.wire import (
+    MAX_CHUNK_LINE,
+    MAX_HEADERS,
+    ChunkError,
+    ChunkScanner,
+    WireError,
+    chunk,
+    parse_request_head,
+    parse_response_head,
+    reason_phrase,
+)
+
+
+def head(first: bytes, *fields: bytes) -> bytes:
+    """A head from its start line and field lines, CRLF-terminated, with its blank line."""
+    return b"".join(line + b"\r\n" for line in (first,) + fields) + b"\r\n"
+
+
+GET = b"GET / HTTP/1.1"
+POST = b"POST /upload HTTP/1.1"
+HOST = b"Host: example.test"
+
+#: name, head, attributes of the RequestHead it parses into
+VALID_REQUESTS = [
+    ("plain get", head(GET, HOST),
+     dict(method=b"GET", target=b"/", version="1.1", length=0, keep_alive=True, upgrade=None, expect=False,
+          host=b"example.test", host_count=1, cookie=())),
+    ("target with query", head(b"GET /a/b?x=1&y=%20 HTTP/1.1", HOST), dict(target=b"/a/b?x=1&y=%20")),
+    ("content-length", head(POST, HOST, b"Content-Length: 12"), dict(method=b"POST", length=12)),
+    ("content-length zero", head(POST, HOST, b"Content-Length: 0"), dict(length=0)),
+    ("chunked", head(POST, HOST, b"Transfer-Encoding: chunked"), dict(length=-1)),
+    ("chunked any case", head(POST, HOST, b"transfer-encoding: Chunked"), dict(length=-1)),
+    ("http/1.0 without host", head(b"GET / HTTP/1.0"), dict(version="1.0", host=None, host_count=0,
+                                                              keep_alive=False)),
+    ("http/1.0 keep-alive is not honoured", head(b"GET / HTTP/1.0", b"Connection: keep-alive"),
+     dict(keep_alive=False)),
+    ("http/1.0 with host", head(b"GET / HTTP/1.0", HOST), dict(host=b"example.test", keep_alive=False)),
+    ("connection close", head(GET, HOST, b"Connection: close"), dict(keep_alive=False)),
+    ("connection close any case, in a list", head(GET, HOST, b"Connection: keep-alive, Close"),
+     dict(keep_alive=False)),
+    ("connection close in a second header", head(GET, HOST, b"Connection: keep-alive", b"Connection: close"),
+     dict(keep_alive=False)),
+    ("connection keep-alive", head(GET, HOST, b"Connection: keep-alive"), dict(keep_alive=True)),
+    ("expect 100-continue", head(POST, HOST, b"Content-Length: 3", b"Expect: 100-continue"),
+     dict(expect=True, length=3)),
+    ("expect any case", head(POST, HOST, b"Content-Length: 3", b"Expect: 100-Continue"), dict(expect=True)),
+    ("websocket upgrade", head(GET, HOST, b"Connection: Upgrade", b"Upgrade: websocket"),
+     dict(upgrade=b"websocket", keep_alive=True)),
+    ("upgrade in a connection list", head(GET, HOST, b"Connection: keep-alive, upgrade", b"Upgrade: websocket"),
+     dict(upgrade=b"websocket")),
+    ("other protocol upgrade", head(GET, HOST, b"Connection: upgrade", b"Upgrade: foo/2"), dict(upgrade=b"foo/2")),
+    ("upgrade without connection: upgrade is ignored", head(GET, HOST, b"Upgrade: websocket"),
+     dict(upgrade=None, keep_alive=True)),
+    ("upgrade with connection: keep-alive only is ignored",
+     head(GET, HOST, b"Connection: keep-alive", b"Upgrade: websocket"), dict(upgrade=None)),
+    ("h2c upgrade is stripped", head(GET, HOST, b"Connection: Upgrade, HTTP2-Settings", b"Upgrade: h2c",
+                                     b"HTTP2-Settings: AAMAAABkAAQAAP__"), dict(upgrade=None, keep_alive=True)),
+    ("h2c upgrade any case", head(GET, HOST, b"Connection: upgrade", b"Upgrade: H2C"), dict(upgrade=None)),
+    ("cookies collected", head(GET, HOST, b"Cookie: a=1", b"Cookie: instance=app"),
+     dict(cookie=(b"a=1", b"instance=app"))),
+    ("exactly the maximum of header fields",
+     head(GET, HOST, *[b"X-F%d: v" % i for i in range(MAX_HEADERS - 1)]), dict(version="1.1")),
+    ("CONNECT parses (the dispatcher refuses it)", head(b"CONNECT example.test:443 HTTP/1.1",
+                                                        b"Host: example.test:443"),
+     dict(method=b"CONNECT", target=b"example.test:443")),
+    ("absolute form parses (the dispatcher refuses it)", head(b"GET http://example.test/ HTTP/1.1", HOST),
+     dict(target=b"http://example.test/")),
+]
+
+#: name, head, the status of the WireError
+REFUSED_REQUESTS = [
+    ("content-length with transfer-encoding",
+     head(POST, HOST, b"Content-Length: 5", b"Transfer-Encoding: chunked"), 400),
+    ("transfer-encoding with content-length",
+     head(POST, HOST, b"Transfer-Encoding: chunked", b"Content-Length: 5"), 400),
+    ("two different content-lengths", head(POST, HOST, b"Content-Length: 5", b"Content-Length: 6"), 400),
+    ("two equal content-lengths", head(POST, HOST, b"Content-Length: 5", b"Content-Length: 5"), 400),
+    ("a content-length list", head(POST, HOST, b"Content-Length: 5, 6"), 400),
+    ("a negative content-length", head(POST, HOST, b"Content-Length: -1"), 400),
+    ("an enormous content-length", head(POST, HOST, b"Content-Length: 99999999999999999999999"), 400),
+    ("gzip, chunked", head(POST, HOST, b"Transfer-Encoding: gzip, chunked"), 400),
+    ("chunked, gzip", head(POST, HOST, b"Transfer-Encoding: chunked, gzip"), 400),
+    ("gzip alone", head(POST, HOST, b"Transfer-Encoding: gzip"), 400),
+    ("identity", head(POST, HOST, b"Transfer-Encoding: identity"), 400),
+    ("chunked twice", head(POST, HOST, b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked"), 400),
+    ("gzip then chunked in two headers", head(POST, HOST, b"Transfer-Encoding: gzip",
+                                              b"Transfer-Encoding: chunked"), 400),
+    ("two host headers", head(GET, b"Host: a.test", b"Host: b.test"), 400),
+    ("two equal host headers", head(GET, HOST, HOST), 400),
+    ("no host on HTTP/1.1", head(GET), 400),
+    ("one field over the maximum", head(GET, HOST, *[b"X-F%d: v" % i for i in range(MAX_HEADERS)]), 431),
+    ("many fields over the maximum", head(GET, HOST, *[b"X-F%d: v" % i for i in range(500)]), 431),
+    ("bare LF line ends", b"GET / HTTP/1.1\nHost: example.test\n\n", 400),
+    ("a bare LF inside a field", b"GET / HTTP/1.1\r\nHost: example.test\r\nX-A: a\nb\r\n\r\n", 400),
+    ("a TLS hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),
+    ("HTTP/1.2", b"GET / HTTP/1.2\r\nHost: example.test\r\n\r\n", 400),
+    ("space before the colon", head(GET, b"Host : example.test"), 400),
+    ("obsolete line folding", head(GET, HOST, b"X-A: a", b" folded"), 400),
+    ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
+    ("expect something else", head(GET, HOST, b"Expect: 200-ok"), 417),
+    ("expect 100-continue with parameters", head(POST, HOST, b"Content-Length: 1",
+                                                 b"Expect: 100-continue; x=1"), 417),
+]
+
+
+class RequestHeadTests(SynchronousTestCase):
+    """L{parse_request_head}: accepted heads and every refusal."""
+
+    def test_valid(self):
+        for name, raw, expected in VALID_REQUESTS:
+            try:
+                parsed = parse_request_head(raw)
+            except WireError as e:
+                self.fail("{}: refused with {} ({})".format(name, e.status, e.detail))
+            got = {attribute: getattr(parsed, attribute) for attribute in expected}
+            self.assertEqual(got, expected, name)
+
+    def test_refused(self):
+        for name, raw, status in REFUSED_REQUESTS:
+            try:
+                parsed = parse_request_head(raw)
+            except WireError as e:
+                self.assertEqual(e.status, status, "{}: {}".format(name, e.detail))
+                self.assertTrue(e.detail, name)
+                self.assertEqual(str(e), e.detail, name)
+            else:
+                self.fail("{}: accepted as {!r} {!r} HTTP/{}".format(name, parsed.method, parsed.target,
+                                                                    parsed.version))
+
+    def test_headers_as_received(self):
+        """Order, name case and duplicates survive; values are not touched."""
+        parsed = parse_request_head(head(GET, b"X-B: 2", HOST, b"x-b: 1", b"Set-Thing: \t spaced"))
+        self.assertEqual(parsed.headers, [(b"X-B", b"2"), (b"Host", b"example.test"), (b"x-b", b"1"),
+                                          (b"Set-Thing", b"spaced")])
+
+    def test_http10_chunked_is_refused(self):
+        with self.assertRaises(WireError):
+            parse_request_head(head(b"POST / HTTP/1.0", b"Transfer-Encoding: chunked"))
+
+    def test_only_http10_and_http11(self):
+        for raw in (b"GET /\r\n\r\n", b"GET / HTTP/0.9\r\n\r\n", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"):
+            try:
+                parsed = parse_request_head(raw)
+            except WireError as e:
+                self.assertIn(e.status, (400, 505))
+            else:
+                self.fail("{!r} accepted as HTTP/{}".format(raw, parsed.version))
+
+    def test_http10_upgrade_is_ignored(self):
+        parsed = parse_request_head(head(b"GET / HTTP/1.0", HOST, b"Connection: upgrade", b"Upgrade: websocket"))
+        self.assertIsNone(parsed.upgrade)
+
+
+#: name, head, attributes of the ResponseHead
+VALID_RESPONSES = [
+    ("content-length", head(b"HTTP/1.1 200 OK", b"Content-Length: 5"),
+     dict(status=200, reason=b"OK", length=5, keep_alive=True, chunked=False)),
+    ("chunked", head(b"HTTP/1.1 200 OK", b"Transfer-Encoding: chunked"), dict(length=None, chunked=True)),
+    ("gzip, chunked ends in chunked", head(b"HTTP/1.1 200 OK", b"Transfer-Encoding: gzip, chunked"),
+     dict(chunked=True)),
+    ("chunked, gzip is read until close", head(b"HTTP/1.1 200 OK", b"Transfer-Encoding: chunked, gzip"),
+     dict(chunked=False, length=None)),
+    ("until close", head(b"HTTP/1.1 200 OK"), dict(length=None, chunked=False, keep_alive=True)),
+    ("connection close", head(b"HTTP/1.1 200 OK", b"Connection: close", b"Content-Length: 0"),
+     dict(keep_alive=False, length=0)),
+    ("HTTP/1.0", head(b"HTTP/1.0 200 OK", b"Content-Length: 1"), dict(keep_alive=False)),
+    ("HTTP/1.0 keep-alive", head(b"HTTP/1.0 200 OK", b"Connection: keep-alive", b"Content-Length: 1"),
+     dict(keep_alive=True)),
+    ("no reason", b"HTTP/1.1 204\r\n\r\n", dict(status=204, reason=b"")),
+    ("long reason", head(b"HTTP/1.1 404 Not Found Here"), dict(status=404, reason=b"Not Found Here")),
+    ("100", head(b"HTTP/1.1 100 Continue"), dict(status=100)),
+    ("103", head(b"HTTP/1.1 103 Early Hints", b"Link: </a.css>; rel=preload"), dict(status=103)),
+    ("101", head(b"HTTP/1.1 101 Switching Protocols", b"Connection: Upgrade", b"Upgrade: websocket"),
+     dict(status=101)),
+    ("304 keeps its content-length", head(b"HTTP/1.1 304 Not Modified", b"Content-Length: 10"),
+     dict(status=304, length=10)),
+]
+
+REFUSED_RESPONSES = [
+    ("not HTTP", b"garbage\r\n\r\n"),
+    ("bad content-length", head(b"HTTP/1.1 200 OK", b"Content-Length: x")),
+    ("two content-lengths", head(b"HTTP/1.1 200 OK", b"Content-Length: 1", b"Content-Length: 2")),
+    ("content-length with chunked", head(b"HTTP/1.1 200 OK", b"Transfer-Encoding: chunked",
+                                         b"Content-Length: 5")),
+    ("too many fields", head(b"HTTP/1.1 200 OK", *[b"X-F%d: v" % i for i in range(MAX_HEADERS + 1)])),
+    ("bad status", b"HTTP/1.1 2000 OK\r\n\r\n"),
+]
+
+
+class ResponseHeadTests(SynchronousTestCase):
+    def test_valid(self):
+        for name, raw, expected in VALID_RESPONSES:
+            try:
+                parsed = parse_response_head(raw)
+            except WireError as e:
+                self.fail("{}: refused ({})".format(name, e.detail))
+            got = {attribute: getattr(parsed, attribute) for attribute in expected}
+            self.assertEqual(got, expected, name)
+
+    def test_refused(self):
+        """An upstream's bad head is the upstream's fault: 502."""
+        for name, raw in REFUSED_RESPONSES:
+            with self.assertRaises(WireError, msg=name) as caught:
+                parse_response_head(raw)
+            self.assertEqual(caught.exception.status, 502, name)
+
+    def test_headers_as_received(self):
+        parsed = parse_response_head(head(b"HTTP/1.1 200 OK", b"Set-Cookie: a=1", b"set-cookie: b=2",
+                                          b"Content-Length: 0"))
+        self.assertEqual(parsed.headers, [(b"Set-Cookie", b"a=1"), (b"set-cookie", b"b=2"),
+                                          (b"Content-Length", b"0")])
+
+    def test_reason_phrase(self):
+        self.assertEqual(reason_phrase(431), b"Request Header Fields Too Large")
+        self.assertEqual(reason_phrase(413), b"Content Too Large")
+        self.assertEqual(reason_phrase(599), b"Status")
+
+
+#: a chunked body with extensions and trailers (what comes after it belongs to the next message)
+CHUNKED = (b"5;name=value\r\nhello\r\n"
+           b"0A ; quoted=\"a;b\"\r\n0123456789\r\n"
+           b"1\r\n\n\r\n"
+           b"0;last\r\nTrailer-One: 1\r\ntrailer-two:  two \r\n\r\n")
+PAYLOAD = b"hello0123456789\n"
+NEXT = b"GET /next HTTP/1.1\r\n"
+
+
+class ChunkScannerTests(SynchronousTestCase):
+    def scan(self, pieces, decode=False):
+        """Feed C{pieces}; return (bytes used in total, the piece index where the body ended, scanner)."""
+        scanner = ChunkScanner(decode=decode)
+        used = 0
+        ended = None
+        for index, piece in enumerate(pieces):
+            if scanner.done:
+                break
+            took = scanner.feed(piece)
+            self.assertTrue(0 <= took <= len(piece))
+            if not scanner.done:
+                self.assertEqual(took, len(piece), "a piece before the end is used whole")
+            elif ended is None:
+                ended = index
+            used += took
+        return used, ended, scanner
+
+    def test_one_piece(self):
+        used, _, scanner = self.scan([CHUNKED + NEXT])
+        self.assertTrue(scanner.done)
+        self.assertEqual(used, len(CHUNKED))
+        self.assertEqual(scanner.payload_bytes, len(PAYLOAD))
+
+    def test_every_split(self):
+        """Cut in two and in three at every pair of points: the same boundary each time."""
+        data = CHUNKED + NEXT
+        n = len(data)
+        for i in range(n + 1):
+            for j in range(i, n + 1):
+                used, _, scanner = self.scan([data[:i], data[i:j], data[j:]])
+                self.assertTrue(scanner.done, (i, j))
+                self.assertEqual(used, len(CHUNKED), (i, j))
+
+    def test_byte_by_byte(self):
+        data = CHUNKED + NEXT
+        used, ended, scanner = self.scan([data[k:k + 1] for k in range(len(data))])
+        self.assertTrue(scanner.done)
+        self.assertEqual(used, len(CHUNKED))
+        self.assertEqual(ended, len(CHUNKED) - 1, "done on the last byte of the body, not before")
+
+    def test_not_done_before_the_end(self):
+        for cut in range(len(CHUNKED)):
+            scanner = ChunkScanner()
+            self.assertEqual(scanner.feed(CHUNKED[:cut]), cut)
+            self.assertFalse(scanner.done, cut)
+
+    def test_decode(self):
+        """Decode mode hands out the payload, whatever the split."""
+        data = CHUNKED + NEXT
+        for size in (1, 2, 3, 7, len(data)):
+            pieces = [data[k:k + size] for k in range(0, len(data), size)]
+            scanner = ChunkScanner(decode=True)
+            payload = []
+            for piece in pieces:
+                if scanner.done:
+                    break
+                scanner.feed(piece)
+                payload.extend(scanner.payload)
+                scanner.payload.clear()
+            self.assertTrue(scanner.done)
+            self.assertEqual(b"".join(payload), PAYLOAD, size)
+
+    def test_no_payload_without_decode(self):
+        scanner = ChunkScanner()
+        scanner.feed(CHUNKED)
+        self.assertEqual(scanner.payload, [])
+
+    def test_empty_body(self):
+        scanner = ChunkScanner()
+        self.assertEqual(scanner.feed(b"0\r\n\r\nrest"), 5)
+        self.assertTrue(scanner.done)
+
+    def test_bad(self):
+        long_line = b"5;" + b"x" * MAX_CHUNK_LINE
+        cases = [
+            ("not hex", b"x\r\n"),
+            ("empty size", b"\r\nhello\r\n"),
+            ("0x prefix", b"0x5\r\nhello\r\n0\r\n\r\n"),
+            ("negative", b"-5\r\nhello\r\n"),
+            ("seventeen digits", b"1" * 17 + b"\r\n"),
+            ("bare LF after the size", b"5\nhello\r\n0\r\n\r\n"),
+            ("bare LF after the data", b"5\r\nhello\n0\r\n\r\n"),
+            ("data longer than its size", b"5\r\nhello!\r\n0\r\n\r\n"),
+            ("a long size line with its end", long_line + b"\r\n"),
+            ("a long size line without its end", long_line),
+            ("a long trailer line", b"0\r\nX-T: " + b"t" * MAX_CHUNK_LINE + b"\r\n\r\n"),
+            ("a bare LF ending the trailers", b"0\r\nX-T: 1\r\n\n"),
+        ]
+        for name, data in cases:
+            for size in (1, len(data)):
+                scanner = ChunkScanner()
+                with self.assertRaises(ChunkError, msg="{} (pieces of {})".format(name, size)) as caught:
+                    for k in range(0, len(data), size):
+                        scanner.feed(data[k:k + size])
+                self.assertEqual(caught.exception.status, 400, name)
+                self.assertIsInstance(caught.exception, WireError)
+
+    def test_longest_line_accepted(self):
+        line = b"5;" + b"x" * (MAX_CHUNK_LINE - 3) + b"\r"
+        self.assertEqual(len(line), MAX_CHUNK_LINE)
+        scanner = ChunkScanner()
+        data = line + b"\nhello\r\n0\r\n\r\n"
+        self.assertEqual(scanner.feed(data), len(data))
+        self.assertTrue(scanner.done)
+
+    def test_chunk(self):
+        self.assertEqual(chunk(b"hello"), b"5\r\nhello\r\n")
+        self.assertEqual(chunk(b"x" * 26), b"1a\r\n" + b"x" * 26 + b"\r\n")
+        scanner = ChunkScanner(decode=True)
+        scanner.feed(chunk(b"abc") + chunk(b"d" * 300) + b"0\r\n\r\n")
+        self.assertTrue(scanner.done)
+        self.assertEqual(b"".join(scanner.payload), b"abc" + b"d" * 300)
