@@ -289,7 +289,7 @@ class Wakeproxy(Proc):
 
     #: run wakeproxy from this source tree instead of the repository (C{--src}): PYTHONPATH and cwd
     src: Optional[Path] = None
-    #: appended to every wakeproxy command line of the run (C{--wakeproxy-arg}, e.g. C{--core relay})
+    #: appended to every wakeproxy command line of the run (C{--wakeproxy-arg}, e.g. C{--idle-tunnel open})
     extra_args: Sequence[str] = ()
 
     def __init__(self, workdir: Path, name: str, owner_label: str, upstream: Optional[str] = None,

@@ -46,7 +46,7 @@ def parse_args(argv):
     p.add_argument("--keep-workdir", action="store_true", help="keep the scratch directory (logs, nginx configs)")
     p.add_argument("--wakeproxy-arg", action="append", default=[], metavar="ARG",
                    help="append ARG to every `twistd wakeproxy` command line (repeatable, one argument each; "
-                        "write it with '=' when it starts with '-': --wakeproxy-arg=--core --wakeproxy-arg=relay)")
+                        "write it with '=' when it starts with '-': --wakeproxy-arg=--idle-tunnel --wakeproxy-arg=open)")
     args = p.parse_args(argv)
     only = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
     unknown = [n for n in only if n not in SECTIONS]

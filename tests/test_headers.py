@@ -1,218 +1,122 @@
 # -*- test-case-name: tests.test_headers -*-
 """
-Tests for L{wakeproxy.headers}.
+Tests for L{wakeproxy.headers}: the heads the relay sends, built from heads L{wakeproxy.wire} parsed.
+Table-driven: each case is the raw head received and the header lines expected on the other side.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.headers import (
-    HOP_BY_HOP,
-    is_origin_form,
-    request_headers,
-    response_headers,
-    strip_hop_by_hop,
-)
+from wakeproxy.headers import HOP_BY_HOP, is_origin_form, request_head, response_head
+from wakeproxy.upstreampool import Upstream
+from wakeproxy.wire import parse_request_head, parse_response_head
 
-_VIA = b"wakeproxy"
+
+def _request(*lines: bytes, start: bytes = b"GET / HTTP/1.1") -> bytes:
+    return b"\r\n".join((start,) + lines) + b"\r\n\r\n"
+
+
+def _fields(head: bytes) -> list:
+    """The header lines of a built head, without its first line and its blank line."""
+    return head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
 
 
 class HopByHopTests(SynchronousTestCase):
-    """
-    Tests for L{HOP_BY_HOP} and L{strip_hop_by_hop}.
-    """
-
     def test_constant(self):
-        self.assertEqual(
-            HOP_BY_HOP,
-            frozenset({
-                b"connection", b"keep-alive", b"proxy-connection",
-                b"proxy-authenticate", b"proxy-authorization", b"te",
-                b"trailer", b"transfer-encoding", b"upgrade",
-            }),
-        )
-
-    def test_strip(self):
-        cases = [
-            ([], []),
-            ([(b"Accept", b"*/*")], [(b"Accept", b"*/*")]),
-            ([(b"Connection", b"close"), (b"Accept", b"*/*")],
-             [(b"Accept", b"*/*")]),
-            ([(b"Connection", b"keep-alive"), (b"Keep-Alive", b"timeout=5"),
-              (b"Accept", b"*/*")],
-             [(b"Accept", b"*/*")]),
-            ([(b"Connection", b"keep-alive, X-Secret"),
-              (b"X-Secret", b"s"), (b"X-Public", b"p")],
-             [(b"X-Public", b"p")]),
-            ([(b"Connection", b"  x-secret ,,\tX-OTHER  "),
-              (b"X-Secret", b"s"), (b"x-other", b"o"), (b"A", b"a")],
-             [(b"A", b"a")]),
-            ([(b"Connection", b"X-One"), (b"Connection", b"X-Two"),
-              (b"X-One", b"1"), (b"X-Two", b"2"), (b"X-Three", b"3")],
-             [(b"X-Three", b"3")]),
-            ([(b"X-Secret", b"s"), (b"CONNECTION", b"X-SECRET")], []),
-            ([(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"),
-              (b"A", b"a")],
-             [(b"A", b"a")]),
-            ([(b"TE", b"trailers"), (b"Trailer", b"Expires"),
-              (b"Transfer-Encoding", b"chunked"), (b"A", b"a")],
-             [(b"A", b"a")]),
-            ([(b"Proxy-Authorization", b"Basic eA=="),
-              (b"Proxy-Authenticate", b"Basic"),
-              (b"Proxy-Connection", b"keep-alive"), (b"A", b"a")],
-             [(b"A", b"a")]),
-            ([(b"KEEP-ALIVE", b"1"), (b"tE", b"x"), (b"A", b"a")],
-             [(b"A", b"a")]),
-            ([(b"Set-Cookie", b"a=1"), (b"X-Y", b"z"),
-              (b"Set-Cookie", b"b=2")],
-             [(b"Set-Cookie", b"a=1"), (b"X-Y", b"z"),
-              (b"Set-Cookie", b"b=2")]),
-            ([(b"x-MiXeD", b"1"), (b"Connection", b"close")],
-             [(b"x-MiXeD", b"1")]),
-            # Connection may not nominate Host or Content-Length.
-            ([(b"Connection", b"Host, Content-Length, X-A"),
-              (b"Host", b"h"), (b"Content-Length", b"3"), (b"X-A", b"a")],
-             [(b"Host", b"h"), (b"Content-Length", b"3")]),
-            # Only whole tokens count: "X-Secret" does not remove "X-Secrets".
-            ([(b"Connection", b"X-Secret"), (b"X-Secrets", b"kept")],
-             [(b"X-Secrets", b"kept")]),
-        ]
-        for headers, expected in cases:
-            self.assertEqual(strip_hop_by_hop(headers), expected, headers)
-
-    def test_input_untouched(self):
-        headers = [(b"Connection", b"close"), (b"A", b"a")]
-        strip_hop_by_hop(headers)
-        self.assertEqual(headers, [(b"Connection", b"close"), (b"A", b"a")])
+        self.assertEqual(HOP_BY_HOP, frozenset({
+            b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
+            b"te", b"trailer", b"transfer-encoding", b"upgrade"}))
 
 
-class RequestHeadersTests(SynchronousTestCase):
-    """
-    Tests for L{request_headers}.
-    """
+_FORWARDED = [b"X-Forwarded-For: 10.0.0.1", b"X-Forwarded-Proto: http", b"X-Forwarded-Host: h",
+              b"Via: 1.1 wakeproxy"]
+
+
+class RequestHeadTests(SynchronousTestCase):
+    """(name, received lines, trusted, expected forwarded lines)."""
+
+    cases = [
+        ("plain", (b"Host: h", b"Accept: */*"), False, [b"Host: h", b"Accept: */*"] + _FORWARDED),
+        ("order, case and duplicates kept", (b"Host: h", b"x-a: 1", b"X-B: 2", b"x-a: 3"), False,
+         [b"Host: h", b"x-a: 1", b"X-B: 2", b"x-a: 3"] + _FORWARDED),
+        ("hop-by-hop dropped", (b"Host: h", b"Connection: keep-alive", b"Keep-Alive: timeout=5", b"TE: trailers",
+                                b"Trailer: X", b"Proxy-Authorization: Basic eA==", b"Proxy-Connection: x",
+                                b"A: a"), False, [b"Host: h", b"A: a"] + _FORWARDED),
+        ("Connection-nominated dropped", (b"Host: h", b"X-Secret: s", b"Connection: keep-alive, X-Secret",
+                                          b"X-Public: p"), False, [b"Host: h", b"X-Public: p"] + _FORWARDED),
+        ("nominations across Connection headers, any case", (b"Host: h", b"Connection: X-ONE", b"connection: x-two",
+                                                             b"x-one: 1", b"X-Two: 2", b"X-Three: 3"), False,
+         [b"Host: h", b"X-Three: 3"] + _FORWARDED),
+        ("Host and Content-Length never nominable", (b"Host: h", b"Content-Length: 0", b"Connection: host, content-length"),
+         False, [b"Host: h", b"Content-Length: 0"] + _FORWARDED),
+        ("untrusted forwarding headers rebuilt", (b"Host: h", b"X-Forwarded-For: 1.2.3.4", b"X-Forwarded-Proto: https",
+                                                  b"X-Forwarded-Host: evil", b"X-Forwarded-Port: 1", b"Forwarded: for=x",
+                                                  b"X-Real-IP: 1.2.3.4"), False, [b"Host: h"] + _FORWARDED),
+        ("trusted forwarding headers extended", (b"Host: h", b"X-Forwarded-For: 1.2.3.4, 5.6.7.8",
+                                                 b"X-Forwarded-For: 9.9.9.9", b"X-Forwarded-Proto: https",
+                                                 b"X-Forwarded-Host: front", b"X-Real-IP: 1.2.3.4"), True,
+         [b"Host: h", b"X-Real-IP: 1.2.3.4", b"X-Forwarded-For: 1.2.3.4, 5.6.7.8, 9.9.9.9, 10.0.0.1",
+          b"X-Forwarded-Proto: https", b"X-Forwarded-Host: front", b"Via: 1.1 wakeproxy"]),
+        ("Via extended", (b"Host: h", b"Via: 1.0 fred, 1.1 p", b"Via: 2 q"), False,
+         [b"Host: h"] + _FORWARDED[:3] + [b"Via: 1.0 fred, 1.1 p, 2 q, 1.1 wakeproxy"]),
+        ("chunked restated", (b"Host: h", b"Transfer-Encoding: chunked"), False,
+         [b"Host: h"] + _FORWARDED + [b"Transfer-Encoding: chunked"]),
+        ("upgrade restated", (b"Host: h", b"Connection: Upgrade", b"Upgrade: websocket", b"Sec-WebSocket-Key: k"),
+         False, [b"Host: h", b"Sec-WebSocket-Key: k"] + _FORWARDED + [b"Connection: upgrade", b"Upgrade: websocket"]),
+        ("h2c stripped", (b"Host: h", b"Connection: Upgrade, HTTP2-Settings", b"Upgrade: h2c",
+                          b"HTTP2-Settings: AAMAAABkAAQAAP__"), False, [b"Host: h"] + _FORWARDED),
+        ("Expect kept", (b"Host: h", b"Content-Length: 3", b"Expect: 100-continue"), False,
+         [b"Host: h", b"Content-Length: 3", b"Expect: 100-continue"] + _FORWARDED),
+    ]
 
     def test_cases(self):
-        tail = [
-            (b"X-Forwarded-Proto", b"https"),
-            (b"X-Forwarded-Host", b"a.example.com"),
-            (b"Via", b"1.1 wakeproxy"),
-        ]
-        host = (b"Host", b"a.example.com")
-        xff = (b"X-Forwarded-For", b"10.0.0.1")
-        cases = [
-            ([host], [host, xff] + tail),
-            ([host, (b"Connection", b"close")], [host, xff] + tail),
-            ([host, (b"Connection", b"keep-alive, X-Secret"),
-              (b"X-Secret", b"s"), (b"Keep-Alive", b"timeout=5")],
-             [host, xff] + tail),
-            ([host, (b"Connection", b"X-A"), (b"connection", b"x-b"),
-              (b"X-A", b"1"), (b"X-B", b"2"), (b"X-C", b"3")],
-             [host, (b"X-C", b"3"), xff] + tail),
-            ([host, (b"Upgrade", b"h2c"), (b"TE", b"trailers"),
-              (b"Trailer", b"X"), (b"Proxy-Authorization", b"Basic eA=="),
-              (b"Transfer-Encoding", b"chunked")],
-             [host, xff] + tail),
-            ([host, (b"X-Forwarded-For", b"1.1.1.1")],
-             [host, (b"X-Forwarded-For", b"1.1.1.1, 10.0.0.1")] + tail),
-            ([host, (b"X-Forwarded-For", b"1.1.1.1, 2.2.2.2"),
-              (b"x-forwarded-for", b" 3.3.3.3 ")],
-             [host,
-              (b"X-Forwarded-For", b"1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1")]
-             + tail),
-            ([host, (b"X-Forwarded-For", b"")], [host, xff] + tail),
-            # A nominated XFF chain is dropped, our address still added.
-            ([host, (b"Connection", b"X-Forwarded-For"),
-              (b"X-Forwarded-For", b"1.1.1.1")],
-             [host, xff] + tail),
-            ([host, (b"X-Forwarded-Proto", b"http"),
-              (b"X-Forwarded-Host", b"evil.com")],
-             [host, xff] + tail),
-            ([host, (b"Via", b"1.0 fred")],
-             [host, xff] + tail[:2] + [(b"Via", b"1.0 fred, 1.1 wakeproxy")]),
-            ([host, (b"Via", b"1.0 fred, 1.1 p.example.net"),
-              (b"VIA", b"1.1 other")],
-             [host, xff] + tail[:2]
-             + [(b"Via", b"1.0 fred, 1.1 p.example.net, 1.1 other, "
-                         b"1.1 wakeproxy")]),
-            ([(b"host", b"A.Example.com:8443")],
-             [(b"host", b"A.Example.com:8443"), xff, tail[0],
-              (b"X-Forwarded-Host", b"A.Example.com:8443"), tail[2]]),
-            ([], [xff, tail[0], tail[2]]),
-            ([(b"Content-Length", b"5"), host, (b"Content-Type", b"x/y")],
-             [(b"Content-Length", b"5"), host, (b"Content-Type", b"x/y"),
-              xff] + tail),
-            ([(b"Connection", b"Host, Content-Length"),
-              (b"Content-Length", b"5"), host],
-             [(b"Content-Length", b"5"), host, xff] + tail),
-            ([(b"Cookie", b"a=1"), host, (b"Cookie", b"b=2")],
-             [(b"Cookie", b"a=1"), host, (b"Cookie", b"b=2"), xff] + tail),
-        ]
-        for headers, expected in cases:
-            self.assertEqual(
-                request_headers(headers, "10.0.0.1", "https", _VIA),
-                expected,
-                headers,
-            )
+        for name, lines, trusted, expected in self.cases:
+            head = parse_request_head(_request(*lines))
+            built = request_head(head, b"/x", "10.0.0.1", "http", trusted)
+            self.assertTrue(built.startswith(b"GET /x HTTP/1.1\r\n"), name)
+            self.assertTrue(built.endswith(b"\r\n\r\n"), name)
+            self.assertEqual(_fields(built), expected, name)
 
-    def test_ipv6_and_proto(self):
-        result = request_headers([], "::1", "http", b"proxy.example")
-        self.assertEqual(
-            result,
-            [
-                (b"X-Forwarded-For", b"::1"),
-                (b"X-Forwarded-Proto", b"http"),
-                (b"Via", b"1.1 proxy.example"),
-            ],
-        )
+    def test_http10_without_host_gets_the_upstreams(self):
+        head = parse_request_head(b"GET / HTTP/1.0\r\n\r\n")
+        built = request_head(head, b"/", "::1", "https", False, Upstream("http", "127.0.0.1", 9001))
+        self.assertEqual(_fields(built), [b"Host: 127.0.0.1:9001", b"X-Forwarded-For: ::1",
+                                          b"X-Forwarded-Proto: https", b"Via: 1.1 wakeproxy"])
 
 
-class ResponseHeadersTests(SynchronousTestCase):
-    """
-    Tests for L{response_headers}.
-    """
+class ResponseHeadTests(SynchronousTestCase):
+    """(name, received head, extra, framing, close, expected lines)."""
+
+    cases = [
+        ("plain", b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n", (),
+         b"Content-Length: 2\r\n", False, [b"Content-Type: text/plain", b"Via: 1.1 wakeproxy", b"Content-Length: 2"]),
+        ("hop-by-hop and nominated dropped, cookies kept",
+         b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal\r\nKeep-Alive: timeout=5\r\nX-Internal: 1\r\n"
+         b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nTransfer-Encoding: chunked\r\n\r\n", (),
+         b"Transfer-Encoding: chunked\r\n", False,
+         [b"Set-Cookie: a=1", b"Set-Cookie: b=2", b"Via: 1.1 wakeproxy", b"Transfer-Encoding: chunked"]),
+        ("Via extended, extra added, close", b"HTTP/1.1 404 Not Found\r\nVia: 1.1 traefik\r\n\r\n",
+         ((b"X-Wakeproxy-Woke", b"1"),), b"", True,
+         [b"Via: 1.1 traefik, 1.1 wakeproxy", b"X-Wakeproxy-Woke: 1", b"Connection: close"]),
+    ]
 
     def test_cases(self):
-        via = (b"Via", b"1.1 wakeproxy")
-        cases = [
-            ([], [via]),
-            ([(b"Content-Type", b"text/html")],
-             [(b"Content-Type", b"text/html"), via]),
-            ([(b"Content-Length", b"12"), (b"A", b"a")], [(b"A", b"a"), via]),
-            ([(b"content-length", b"12"), (b"CONTENT-LENGTH", b"12")], [via]),
-            ([(b"Connection", b"close"), (b"A", b"a")], [(b"A", b"a"), via]),
-            ([(b"Connection", b"keep-alive, X-Secret"), (b"X-Secret", b"s"),
-              (b"Keep-Alive", b"timeout=5, max=100"), (b"A", b"a")],
-             [(b"A", b"a"), via]),
-            ([(b"Connection", b"X-One"), (b"Connection", b"x-two"),
-              (b"X-ONE", b"1"), (b"x-Two", b"2"), (b"A", b"a")],
-             [(b"A", b"a"), via]),
-            ([(b"Transfer-Encoding", b"chunked"), (b"Trailer", b"X-Sum"),
-              (b"A", b"a")],
-             [(b"A", b"a"), via]),
-            ([(b"Upgrade", b"websocket"), (b"Proxy-Authenticate", b"Basic"),
-              (b"A", b"a")],
-             [(b"A", b"a"), via]),
-            ([(b"Set-Cookie", b"a=1; Path=/"), (b"X-Y", b"z"),
-              (b"Set-Cookie", b"b=2; HttpOnly"), (b"set-cookie", b"c=3")],
-             [(b"Set-Cookie", b"a=1; Path=/"), (b"X-Y", b"z"),
-              (b"Set-Cookie", b"b=2; HttpOnly"), (b"set-cookie", b"c=3"),
-              via]),
-            ([(b"Via", b"1.1 upstream")],
-             [(b"Via", b"1.1 upstream, 1.1 wakeproxy")]),
-            ([(b"Via", b"1.0 a"), (b"A", b"a"), (b"via", b"1.1 b")],
-             [(b"A", b"a"), (b"Via", b"1.0 a, 1.1 b, 1.1 wakeproxy")]),
-            ([(b"Location", b"/x"), (b"Cache-Control", b"no-store")],
-             [(b"Location", b"/x"), (b"Cache-Control", b"no-store"), via]),
-            ([(b"X-Forwarded-For", b"1.2.3.4")],
-             [(b"X-Forwarded-For", b"1.2.3.4"), via]),
-            ([(b"Connection", b"Content-Length"), (b"Content-Length", b"1")],
-             [via]),
-            ([(b"Content-Type", b"a"), (b"Content-Type", b"b")],
-             [(b"Content-Type", b"a"), (b"Content-Type", b"b"), via]),
-        ]
-        for headers, expected in cases:
-            self.assertEqual(
-                response_headers(headers, _VIA), expected, headers
-            )
+        for name, raw, extra, framing, close, expected in self.cases:
+            head = parse_response_head(raw)
+            built = response_head(head, extra, framing, close)
+            self.assertEqual(built.split(b"\r\n", 1)[0], raw.split(b"\r\n", 1)[0], name)
+            self.assertTrue(built.endswith(b"\r\n\r\n"), name)
+            self.assertEqual(_fields(built), expected, name)
+
+    def test_empty_reason_gets_the_standard_phrase(self):
+        head = parse_response_head(b"HTTP/1.1 204 \r\n\r\n")
+        self.assertTrue(response_head(head, (), b"", False).startswith(b"HTTP/1.1 204 No Content\r\n"))
+
+    def test_upgrade(self):
+        head = parse_response_head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                   b"Sec-WebSocket-Accept: x\r\n\r\n")
+        self.assertEqual(_fields(response_head(head, (), b"", False, upgrade=b"websocket")),
+                         [b"Sec-WebSocket-Accept: x", b"Via: 1.1 wakeproxy", b"Connection: Upgrade",
+                          b"Upgrade: websocket"])
 
 
 class IsOriginFormTests(SynchronousTestCase):

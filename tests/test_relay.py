@@ -585,14 +585,17 @@ class KeepAliveTests(_WorldCase):
         self.assertEqual(world.waker.describe("app")["inflight"], 0)
 
     def test_backpressure_both_ways(self):
-        """Each side's transport is registered as a streaming producer on the other side's."""
+        """
+        Each transport has a streaming producer for its lifetime: a full client buffer stops reading the
+        current exchange's upstream, a full upstream buffer stops reading the client; nothing stays paused
+        once the exchange is over.
+        """
         world = self.world()
         client = world.client()
         client.send(request(b"POST /up", b"Content-Length: 100", body=b"x" * 10))
         upstream = world.upstream()
-        self.assertIs(client.transport.producer, upstream.transport)
         self.assertTrue(client.transport.streaming)
-        self.assertIsNotNone(upstream.transport.producer)
+        self.assertIs(upstream.transport.producer, upstream.protocol)
         self.assertFalse(client.paused)
         upstream.transport.producer.pauseProducing()  # the upstream cannot take more of the body
         self.assertTrue(client.paused)
@@ -601,10 +604,13 @@ class KeepAliveTests(_WorldCase):
         client.transport.producer.pauseProducing()  # the client cannot take more of the response
         self.assertEqual(upstream.transport.producerState, "paused")
         client.transport.producer.resumeProducing()
+        self.assertEqual(upstream.transport.producerState, "producing")
+        client.transport.producer.pauseProducing()  # paused again, and the exchange ends meanwhile
+        upstream.transport.producer.pauseProducing()
         client.send(b"y" * 90)
         upstream.send(response(body=b"done"))
-        self.assertIsNone(client.transport.producer, "unregistered once the exchange is over")
-        self.assertIsNone(upstream.transport.producer)
+        self.assertEqual(upstream.transport.producerState, "producing", "pooled connections are read")
+        self.assertFalse(client.paused, "the next request is read")
         self.assertEqual(upstream.requests()[0].body, b"x" * 10 + b"y" * 90)
 
     def test_request_body_split_anywhere(self):

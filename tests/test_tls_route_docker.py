@@ -56,7 +56,8 @@ class TlsTests(_ProxyCase):
         outer = self.wakeproxy("--upstream", "https://localhost:{}".format(inner.proxy_port),
                                "--upstream-ca", self.other["ca"])
         doc = self.assertProblem(self.get(outer, name), 502)
-        self.assertIn("upstream", doc["detail"])
+        self.assertIn(name, doc["detail"])
+        self.assertNotIn("localhost", doc["detail"])  # internal addresses go to the log, not to clients
 
 
 class _TraefikDouble(http.server.BaseHTTPRequestHandler):

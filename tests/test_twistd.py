@@ -36,7 +36,7 @@ class UsageTests(SynchronousTestCase):
         result = _twistd("--help")
         self.assertEqual(result.returncode, 0, result.stderr)
         for option in ("--listen", "--api-listen", "--docker-url", "--owner-label", "--select", "--wake-timeout",
-                       "--upstream", "--max-held", "--max-held-body", "[default: tcp:8008:interface=127.0.0.1]",
+                       "--upstream", "--max-held", "--max-body", "--head-timeout", "[default: tcp:8008:interface=127.0.0.1]",
                        "[default: tcp:8000]", "[default: wakeproxy.managed=true]"):
             self.assertIn(option, " ".join(result.stdout.split()))
 

@@ -6,6 +6,7 @@ with which status) and L{ChunkScanner} through every split of a chunked body.
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from wakeproxy.headers import reason_phrase
 from wakeproxy.wire import (
     MAX_CHUNK_LINE,
     MAX_HEADERS,
@@ -15,7 +16,6 @@ from wakeproxy.wire import (
     chunk,
     parse_request_head,
     parse_response_head,
-    reason_phrase,
 )
 
 

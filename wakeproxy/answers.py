@@ -11,7 +11,7 @@ from typing import Optional
 
 from .loadingpage import page, status_body
 from .problem import problem_body
-from .wire import reason_phrase
+from .headers import reason_phrase
 
 __all__ = ["Answer", "loading", "problem", "redirect", "status"]
 

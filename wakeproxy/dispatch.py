@@ -3,8 +3,9 @@
 What happens to each request on the proxy listener, decided from its head alone:
 
   0. C{--home-path}: forwarded to the home site (no selection, no waking, not anyone's activity);
-  1. selector (cookie/path/host/header) -> instance name; unknown: 404 problem+json, or 302 home for a
-     browser navigation;
+  1. selector (cookie/path/host/header) -> instance name; then the access gate (C{--access}, gate.py): not
+     allowed -> 401 problem+json (or 302 home for a browser), before anything says whether the instance
+     exists; unknown: 404 problem+json, or 302 home for a browser navigation;
   2. C{X-Wakeproxy-Status}: the loading page's poll, answered here;
   3. wake policy: may this request wake the instance, and count as activity?
   4. ready: forwarded at once. Not ready: a no-wake request gets 503; a browser navigation gets the
@@ -23,11 +24,11 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable, Optional
 
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from . import answers
-from .forwarder import Upstream
+from .upstreampool import Upstream
 from .headers import is_origin_form
 from .labels import AddressError, direct_address, idle_tunnel, loading_page
 from .loadingpage import STATUS_HEADER
@@ -71,7 +72,7 @@ class Dispatcher:
     def __init__(self, selector: Callable[[Head], Selection], runtime: IContainerRuntime, waker: Waker,
                  upstream: Optional[Upstream] = None, home_url: str = "/home", max_upstream_per_instance: int = 64,
                  policy: Optional[WakePolicy] = None, loading_page: bool = False, home_path: Optional[str] = None,
-                 home_upstream: Optional[Upstream] = None, idle_tunnel: str = "data", clock=None):
+                 home_upstream: Optional[Upstream] = None, idle_tunnel: str = "data", clock=None, gate=None):
         self._selector = selector
         self._reads = getattr(selector, "reads", None)  # the one header a selection depends on, if any
         self._selections: dict = {}
@@ -89,6 +90,7 @@ class Dispatcher:
         self._idle_tunnel = idle_tunnel
         self._tunnels: dict[str, set] = {}
         self._clock = clock
+        self._gate = gate  # who may use an instance (gate.py); None: everyone (--access open)
         self._synced = False
         runtime.watch(self._forget)
         runtime.ready().addCallback(self._sync_done)
@@ -124,6 +126,46 @@ class Dispatcher:
         selection = self._select(head)
         name = selection.name
         uri = target if self._reads is not None else selection.uri
+        if name is not None and self._gate is not None:
+            verdict = self._gate.check(head, name)
+            if verdict is not None:
+                if isinstance(verdict, Deferred):
+                    exchange.on_gone = verdict.cancel
+                    verdict.addCallback(self._gated, exchange, selection, uri)
+                    verdict.addErrback(self._gate_failed, exchange)
+                else:
+                    self._refuse(exchange, verdict)
+                return
+        self._selected(exchange, selection, uri)
+
+    def _gated(self, verdict, exchange, selection: Selection, uri: bytes) -> None:
+        exchange.on_gone = None
+        if exchange.gone:
+            return
+        if verdict is not None:
+            self._refuse(exchange, verdict)
+        else:
+            self._selected(exchange, selection, uri)
+
+    def _gate_failed(self, failure, exchange) -> None:
+        if failure.check(CancelledError) and exchange.gone:
+            return
+        self.log.failure("the access check failed", failure)
+        exchange.answer(answers.problem(503, "the access check failed; try again shortly", retry_after=5))
+
+    def _refuse(self, exchange, verdict) -> None:
+        """Not allowed: the gate's own answer, a redirect home for a browser, else 401."""
+        if isinstance(verdict, answers.Answer):
+            exchange.answer(verdict)
+        elif _wants_html(exchange.head) and exchange.head.target.split(b"?", 1)[0] != self._home_url.split(b"?", 1)[0]:
+            exchange.answer(answers.redirect(self._home_url))
+        else:
+            exchange.answer(answers.problem(401, verdict))
+
+    def _selected(self, exchange, selection: Selection, uri: bytes) -> None:
+        """The request may use the instance it selected (or names none): what happens to it."""
+        head = exchange.head
+        name = selection.name
         container = self._runtime.get(name) if name is not None else None
         if container is None:
             self._unknown(exchange, selection.reason or "no managed instance named {!r}".format(name))
@@ -222,7 +264,9 @@ class Dispatcher:
                 try:
                     upstream = Upstream("http", *direct_address(container))
                 except AddressError as e:
-                    exchange.answer(answers.problem(502, str(e)))
+                    self.log.warn("no address for {instance}: {why}", instance=name, why=str(e))
+                    exchange.answer(answers.problem(502, "instance {} has no address wakeproxy can reach (see "
+                                                         "wakeproxy's log)".format(name)))
                     return
                 self._direct[name] = (container, upstream)
         slots = self._slots.get(name)

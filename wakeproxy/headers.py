@@ -1,28 +1,27 @@
 # -*- test-case-name: tests.test_headers -*-
 """
-Header hygiene for a reverse proxy (RFC 9110 section 7.6.1).
+Header hygiene for a reverse proxy (RFC 9110 section 7.6.1), as whole heads built for the relay.
 
-Headers are handled as sequences of C{(name, value)} byte pairs so that
-order, name case and duplicates survive.  Every function is pure: it
-returns a new list and never mutates its input.
+The parser (L{wire}) sorts each field of a head by its role as it reads it (hop-by-hop, framing, Via,
+forwarding headers, fields kept as they are), using the tables here; L{request_head} and
+L{response_head} then only assemble: kept fields in their order, name case and duplicates, minus those the
+Connection header nominates, plus what a proxy adds (X-Forwarded-*, Via, framing). Pure functions.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
-
-from .wire import reason_phrase
+from typing import Sequence
 
 __all__ = [
     "FORWARDING",
     "HOP_BY_HOP",
+    "NOTED",
+    "VIA",
     "is_origin_form",
+    "reason_phrase",
     "request_head",
-    "request_headers",
     "response_head",
-    "response_headers",
-    "strip_hop_by_hop",
 ]
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -48,75 +47,100 @@ _NOT_NOMINABLE = frozenset({b"host", b"content-length"})
 
 _WHITESPACE = b" \t"
 
+VIA = b"wakeproxy"
 
-def strip_hop_by_hop(headers: Headers) -> list[tuple[bytes, bytes]]:
+#: headers a client outside --trusted-proxy may not set: wakeproxy writes its own
+FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port",
+                        b"forwarded", b"x-real-ip"})
+
+#: request headers whose first value the proxy reads (noted while parsing, so nothing scans twice)
+NOTED = frozenset({b"accept", b"user-agent", b"x-wakeproxy-status"})
+
+
+def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, upstream=None,
+                 via: bytes = VIA) -> bytes:
     """
-    Remove hop-by-hop headers.
+    The head to send upstream for a parsed request (L{wire.RequestHead}, whose fields the parser already
+    sorted): target C{uri}; the fields kept as they are, minus those the client's Connection header
+    nominates; C{X-Forwarded-For/-Proto/-Host} and C{Via}; the body's framing (Content-Length stays,
+    C{Transfer-Encoding: chunked} is restated); for an upgrade, C{Connection: upgrade} and C{Upgrade}.
 
-    These are the headers in L{HOP_BY_HOP} and every header named in a
-    Connection header (comma-separated, case-insensitive, whitespace
-    tolerated; all Connection headers count).  As a safety measure, C{Host}
-    and C{Content-Length} are never removed because of a Connection
-    nomination.  The other headers keep their order, name case and
-    duplicates.
+    From a peer outside C{--trusted-proxy} (C{trusted} false), client-sent forwarding headers
+    (L{FORWARDING}) are dropped and rebuilt. From a trusted peer X-Forwarded-For is extended, its
+    X-Forwarded-Proto/-Host are kept (a TLS-terminating proxy in front) and the others pass. An HTTP/1.0
+    request without Host gets the C{upstream}'s.
     """
-    drop = HOP_BY_HOP | (_connection_tokens(headers) - _NOT_NOMINABLE)
-    return [(name, value) for name, value in headers
-            if name.lower() not in drop]
+    lines = [b"%s %s HTTP/1.1" % (head.method, uri)]
+    lines += head.lines
+    if head.nominated:
+        drop = head.nominated - _NOT_NOMINABLE
+        lines = lines[:1] + [line for line in lines[1:] if line.split(b":", 1)[0].lower() not in drop]
+    if head.host is None and upstream is not None:
+        lines.append(b"Host: %s:%d" % (upstream.host.encode("idna"), upstream.port))
+    proto_b = proto.encode("ascii")
+    forwarded_host = head.host.strip(_WHITESPACE) if head.host is not None else None
+    chain = client_ip.encode("ascii")
+    if trusted and head.forwarding:
+        earlier = []
+        for lower, value in head.forwarding:
+            value = value.strip(_WHITESPACE)
+            if lower == b"x-forwarded-for":
+                if value:
+                    earlier.append(value)
+            elif lower == b"x-forwarded-proto":
+                proto_b = value or proto_b
+            elif lower == b"x-forwarded-host":
+                forwarded_host = value or forwarded_host
+            else:
+                lines.append(_FORWARDING_NAMES[lower] + b": " + value)
+        if earlier:
+            chain = b", ".join(earlier) + b", " + chain
+    lines.append(b"X-Forwarded-For: " + chain)
+    lines.append(b"X-Forwarded-Proto: " + proto_b)
+    if forwarded_host:
+        lines.append(b"X-Forwarded-Host: " + forwarded_host)
+    lines.append(_via(head.vias, via))
+    if head.length < 0:
+        lines.append(b"Transfer-Encoding: chunked")
+    if head.upgrade is not None:
+        lines.append(b"Connection: upgrade")
+        lines.append(b"Upgrade: " + head.upgrade)
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
-def request_headers(
-    headers: Headers, client_ip: str, proto: str, via: bytes
-) -> list[tuple[bytes, bytes]]:
+def response_head(head, extra, framing: bytes, close: bool, upgrade: bytes = None, via: bytes = VIA) -> bytes:
     """
-    The headers to send upstream for a client request.
-
-    Hop-by-hop headers are stripped, then:
-      - C{X-Forwarded-For} becomes one header: the existing chain (all
-        values, comma-joined) followed by C{client_ip};
-      - C{X-Forwarded-Proto} is replaced by C{proto};
-      - C{X-Forwarded-Host} is replaced by the (first) Host value, or
-        removed if there is no Host header;
-      - C{Via} becomes one header with C{1.1 <via>} appended.
-    Host and Content-Length are kept as they are.  The rewritten headers
-    are appended after the others, in the order above.
-
-    @param client_ip: the address of the connected client.
-    @param proto: C{"http"} or C{"https"}, the scheme the client used.
-    @param via: the pseudonym of this proxy for the Via header.
+    The head to send the client for an upstream response (L{wire.ResponseHead}): the fields the parser
+    kept (hop-by-hop, Content-Length, Transfer-Encoding and Via are gone), minus those the upstream's
+    Connection nominates; Via extended; C{extra} pairs; the C{framing} line(s) the relay chose; and
+    C{Connection: close} or the upgrade.
     """
-    kept = strip_hop_by_hop(headers)
-    host = _values(kept, b"host")
-    forwarded_for = _values(kept, b"x-forwarded-for")
-    forwarded_for.append(client_ip.encode("ascii"))
-    result = _without(
-        kept,
-        {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
-         b"via"},
-    )
-    result.append((b"X-Forwarded-For", b", ".join(forwarded_for)))
-    result.append((b"X-Forwarded-Proto", proto.encode("ascii")))
-    if host:
-        result.append((b"X-Forwarded-Host", host[0]))
-    result.append(_via(kept, via))
-    return result
+    lines = [b"HTTP/1.1 %d %s" % (head.status, head.reason or reason_phrase(head.status))]
+    lines += head.lines
+    if head.nominated:
+        drop = head.nominated - _NOT_NOMINABLE
+        lines = lines[:1] + [line for line in lines[1:] if line.split(b":", 1)[0].lower() not in drop]
+    lines.append(_via(head.vias, via))
+    for name, value in extra:
+        lines.append(name + b": " + value)
+    if upgrade is not None:
+        lines.append(b"Connection: Upgrade")
+        lines.append(b"Upgrade: " + upgrade)
+    elif close:
+        lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n" + framing + b"\r\n"
 
 
-def response_headers(
-    headers: Headers, via: bytes
-) -> list[tuple[bytes, bytes]]:
-    """
-    The headers to send to the client for an upstream response.
+def _via(earlier, via: bytes) -> bytes:
+    if not earlier:
+        return b"Via: 1.1 " + via
+    chain = [v.strip(_WHITESPACE) for v in earlier if v.strip(_WHITESPACE)]
+    chain.append(b"1.1 " + via)
+    return b"Via: " + b", ".join(chain)
 
-    Hop-by-hop headers and Content-Length are removed (the caller restores
-    the length from the response it sends) and C{1.1 <via>} is appended to
-    the Via header, which becomes a single header at the end.  Duplicates
-    such as several Set-Cookie headers are preserved.
-    """
-    kept = strip_hop_by_hop(headers)
-    result = _without(kept, {b"content-length", b"via"})
-    result.append(_via(kept, via))
-    return result
+
+_FORWARDING_NAMES = {b"x-forwarded-port": b"X-Forwarded-Port", b"forwarded": b"Forwarded", b"x-real-ip": b"X-Real-IP"}
 
 
 def is_origin_form(uri: bytes) -> bool:
@@ -135,168 +159,16 @@ def is_origin_form(uri: bytes) -> bool:
 
 _ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f#]*")
 
-
-# Helpers ------------------------------------------------------------------
-
-
-def _connection_tokens(headers: Headers) -> frozenset[bytes]:
-    """
-    The lower-cased header names listed in all Connection headers.
-    """
-    tokens = set()
-    for value in _values(headers, b"connection"):
-        for token in value.split(b","):
-            token = token.strip(_WHITESPACE).lower()
-            if token:
-                tokens.add(token)
-    return frozenset(tokens)
+_REASONS = {
+    100: b"Continue", 101: b"Switching Protocols", 103: b"Early Hints", 200: b"OK", 201: b"Created",
+    202: b"Accepted", 204: b"No Content", 206: b"Partial Content", 301: b"Moved Permanently", 302: b"Found",
+    303: b"See Other", 304: b"Not Modified", 307: b"Temporary Redirect", 308: b"Permanent Redirect",
+    400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+    405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large", 417: b"Expectation Failed",
+    429: b"Too Many Requests", 431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
+}
 
 
-def _values(headers: Headers, name: bytes) -> list[bytes]:
-    """
-    The non-empty, whitespace-stripped values of the headers called C{name}
-    (lower-case), in order.
-    """
-    values = []
-    for key, value in headers:
-        if key.lower() == name:
-            value = value.strip(_WHITESPACE)
-            if value:
-                values.append(value)
-    return values
-
-
-def _without(
-    headers: Headers, names: Iterable[bytes]
-) -> list[tuple[bytes, bytes]]:
-    """
-    C{headers} without those whose lower-cased name is in C{names}.
-    """
-    drop = frozenset(names)
-    return [(key, value) for key, value in headers
-            if key.lower() not in drop]
-
-
-def _via(headers: Headers, via: bytes) -> tuple[bytes, bytes]:
-    """
-    The single Via header: existing Via values plus C{1.1 <via>}.
-    """
-    chain = _values(headers, b"via")
-    chain.append(b"1.1 " + via)
-    return (b"Via", b", ".join(chain))
-
-
-# Whole heads, for the relay ---------------------------------------------------
-
-VIA = b"wakeproxy"
-
-#: headers a client outside --trusted-proxy may not set: wakeproxy writes its own
-FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port",
-                        b"forwarded", b"x-real-ip"})
-_REQUEST_DROP = HOP_BY_HOP | {b"x-forwarded-proto", b"x-forwarded-host", b"via", b"x-forwarded-for"}
-_UNTRUSTED_DROP = _REQUEST_DROP | FORWARDING
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"via"}
-_HARMLESS_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
-
-
-def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, upstream=None,
-                 via: bytes = VIA) -> bytes:
-    """
-    The head to send upstream for a parsed request (L{wire.RequestHead}), with target C{uri}: the same
-    hygiene as L{request_headers} in one pass, then the framing the body keeps (Content-Length stays,
-    C{Transfer-Encoding: chunked} is restated) and, for an upgrade, C{Connection: upgrade} and C{Upgrade}.
-    From a peer outside C{--trusted-proxy} (C{trusted} false), client-sent forwarding headers
-    (L{FORWARDING}) are dropped and rebuilt; a trusted peer's X-Forwarded-For is extended and its
-    X-Forwarded-Proto/-Host kept (a TLS-terminating proxy in front). An HTTP/1.0 request without Host
-    gets the C{upstream}'s.
-    """
-    drop = _REQUEST_DROP if trusted else _UNTRUSTED_DROP
-    lines = [b"%s %s HTTP/1.1" % (head.method, uri)]
-    chain = []
-    vias = []
-    tokens = None
-    proto_b = proto.encode("ascii")
-    forwarded_host = head.host.strip(_WHITESPACE) if head.host is not None else None
-    for name, value in head.headers:
-        lower = name.lower()
-        if lower in drop:
-            if lower == b"x-forwarded-for":
-                if trusted:
-                    value = value.strip(_WHITESPACE)
-                    if value:
-                        chain.append(value)
-            elif lower == b"x-forwarded-proto":
-                if trusted and value.strip(_WHITESPACE):
-                    proto_b = value.strip(_WHITESPACE)
-            elif lower == b"x-forwarded-host":
-                if trusted and value.strip(_WHITESPACE):
-                    forwarded_host = value.strip(_WHITESPACE)
-            elif lower == b"via":
-                value = value.strip(_WHITESPACE)
-                if value:
-                    vias.append(value)
-            elif lower == b"connection":
-                for token in value.lower().split(b","):
-                    token = token.strip(_WHITESPACE)
-                    if token not in _HARMLESS_TOKENS:
-                        tokens = (tokens or set()) | {token}
-            continue
-        lines.append(name + b": " + value)
-    if tokens:
-        tokens -= _NOT_NOMINABLE
-        lines = [line for line in lines if line.split(b":", 1)[0].lower() not in tokens]
-    if head.host is None and upstream is not None:
-        lines.append(b"Host: %s:%d" % (upstream.host.encode("idna"), upstream.port))
-    chain.append(client_ip.encode("ascii"))
-    lines.append(b"X-Forwarded-For: " + b", ".join(chain))
-    lines.append(b"X-Forwarded-Proto: " + proto_b)
-    if forwarded_host:
-        lines.append(b"X-Forwarded-Host: " + forwarded_host)
-    vias.append(b"1.1 " + via)
-    lines.append(b"Via: " + b", ".join(vias))
-    if head.length < 0:
-        lines.append(b"Transfer-Encoding: chunked")
-    if head.upgrade is not None:
-        lines.append(b"Connection: upgrade")
-        lines.append(b"Upgrade: " + head.upgrade)
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
-
-
-def response_head(head, extra, framing: bytes, close: bool, upgrade: bytes = None, via: bytes = VIA) -> bytes:
-    """
-    The head to send the client for an upstream response (L{wire.ResponseHead}): hop-by-hop headers,
-    those the upstream's Connection names, Content-Length and Via go (Via comes back extended), then
-    C{extra} pairs, the C{framing} line(s) the relay chose, and C{Connection: close} or the upgrade.
-    """
-    lines = [b"HTTP/1.1 %d %s" % (head.status, head.reason or reason_phrase(head.status))]
-    vias = []
-    tokens = None
-    for name, value in head.headers:
-        lower = name.lower()
-        if lower in _RESPONSE_DROP:
-            if lower == b"via":
-                value = value.strip(_WHITESPACE)
-                if value:
-                    vias.append(value)
-            elif lower == b"connection":
-                for token in value.lower().split(b","):
-                    token = token.strip(_WHITESPACE)
-                    if token not in _HARMLESS_TOKENS:
-                        tokens = (tokens or set()) | {token}
-            continue
-        lines.append(name + b": " + value)
-    if tokens:
-        tokens -= _NOT_NOMINABLE
-        lines = [line for line in lines if line.split(b":", 1)[0].lower() not in tokens]
-    vias.append(b"1.1 " + via)
-    lines.append(b"Via: " + b", ".join(vias))
-    for name, value in extra:
-        lines.append(name + b": " + value)
-    if upgrade is not None:
-        lines.append(b"Connection: Upgrade")
-        lines.append(b"Upgrade: " + upgrade)
-    elif close:
-        lines.append(b"Connection: close")
-    head_bytes = b"\r\n".join(lines) + b"\r\n"
-    return head_bytes + framing + b"\r\n"
+def reason_phrase(status: int) -> bytes:
+    return _REASONS.get(status, b"Status")

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_readiness -*-
 """
-What wakeproxy's HTTP clients (the forwarder's pooled Agent, the readiness prober) share: a quiet
+What wakeproxy's twisted.web HTTP clients (the readiness prober's Agent) share: a quiet
 connection pool and an Agent that dials IPv4 literals directly. Twisted's default HostnameEndpoint
 reports a refused connection only on its next 0.3 s attempt tick, which would make every failed probe
 of a booting app cost 300 ms instead of microseconds.

@@ -55,55 +55,75 @@ class Timeouts:
 
 
 @implementer(IPushProducer)
-class _Pause:
-    """Registered on the other side's transport: its backpressure pauses this connection's reading."""
+class _ClientFull:
+    """
+    Registered once, for the connection's lifetime, on the client's transport: while its write buffer is
+    full, the upstream connection of the current exchange is not read (backpressure, response direction).
+    """
 
-    def __init__(self, protocol: "RelayProtocol", reason: str):
+    __slots__ = ("_protocol", "_paused")
+
+    def __init__(self, protocol: "RelayProtocol"):
         self._protocol = protocol
-        self._reason = reason
+        self._paused = None
 
     def pauseProducing(self) -> None:
-        self._protocol.pause(self._reason)
+        exchange = self._protocol.exchange
+        conn = exchange.conn if exchange is not None else None
+        if conn is not None and conn is not self._paused:
+            self.resumeProducing()
+            self._paused = conn
+            conn.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
-        self._protocol.resume(self._reason)
+        conn, self._paused = self._paused, None
+        if conn is not None and conn.transport is not None:
+            conn.transport.resumeProducing()
+
+    def release(self, conn) -> None:
+        """C{conn} leaves the exchange: it must read again (back in the pool, or to see its close)."""
+        if self._paused is conn:
+            self.resumeProducing()
 
     def stopProducing(self) -> None:
-        pass
+        self.resumeProducing()
 
 
 class Exchange:
     """One request through the relay, from its head to the end of its response (or tunnel)."""
 
-    __slots__ = ("client", "head", "uri", "extra", "upstream", "conn", "body_left", "scanner", "body_done",
-                 "started", "gone", "done", "retried", "mode", "wait_ticks", "waiting", "tunnel", "scanners",
-                 "on_end", "on_gone", "on_tunnel", "on_activity", "instance", "close_after", "slot")
+    # defaults, shared until an exchange sets its own (an exchange sets only what differs)
+    extra = ()
+    upstream = None
+    conn = None
+    scanner = None
+    body_left = 0
+    started = False  # response bytes were written to the client
+    gone = False
+    done = False
+    retried = False
+    mode = 0
+    wait_ticks = 0
+    waiting = False  # the request went upstream; no response head yet
+    tunnel = False
+    scanners = None
+    on_end = None  # the dispatcher's accounting, called once when the exchange ends
+    on_gone = None  # cancels a hold or a queued slot when the client leaves first
+    on_tunnel = None
+    on_activity = None
+    instance = None
+    slot = False  # holds one of its instance's upstream slots (the dispatcher's)
 
     def __init__(self, client: "RelayProtocol", head):
         self.client = client
         self.head = head
         self.uri = head.target
-        self.extra = ()
-        self.upstream = None
-        self.conn = None
-        self.body_left = head.length if head.length > 0 else 0
-        self.scanner = ChunkScanner() if head.length < 0 else None
-        self.body_done = head.length == 0
-        self.started = False  # response bytes were written to the client
-        self.gone = False
-        self.done = False
-        self.retried = False
-        self.mode = 0
-        self.wait_ticks = 0
-        self.waiting = False  # the request went upstream; no response head yet
-        self.tunnel = False
-        self.scanners = None
-        self.on_end = None  # the dispatcher's accounting, called once when the exchange ends
-        self.on_gone = None  # cancels a hold or a queued slot when the client leaves first
-        self.on_tunnel = None
-        self.on_activity = None
-        self.instance = None
-        self.slot = False  # holds one of its instance's upstream slots (the dispatcher's)
+        length = head.length
+        self.body_done = length == 0
+        if length > 0:
+            self.body_left = length
+        elif length < 0:
+            self.scanner = ChunkScanner()
         self.close_after = not head.keep_alive
 
     # what the dispatcher calls
@@ -140,8 +160,6 @@ class Exchange:
         conn.exchange = self
         conn.expect(self.head.method == b"HEAD")
         client = self.client
-        client.transport.registerProducer(conn.transport, True)
-        conn.transport.registerProducer(client.upstream_pause, True)
         head = request_head(self.head, self.uri, client.peer_ip, client.scheme, client.trusted, self.upstream)
         client.ticks = 0  # the body timeout counts from now, not from the hold
         self.waiting = True
@@ -158,9 +176,15 @@ class Exchange:
         if not self.body_done:
             client.resume("wait")
 
+    def _detach(self, conn) -> None:
+        """C{conn} is no longer this exchange's: neither side's backpressure holds the other any more."""
+        conn.exchange = None
+        self.client.full.release(conn)
+        conn.release_client()
+
     def connect_failed(self, reason) -> None:
-        self._fail(502, "the upstream at {} did not accept the connection ({})".format(
-            self.upstream.base.decode(), reason.getErrorMessage() or reason.type.__name__))
+        self._fail(502, "{} did not accept the connection".format(self._who()),
+                   reason.getErrorMessage() or reason.type.__name__)
 
     def body_in(self, data: bytes) -> None:
         """Request body bytes from the client, while streaming upstream."""
@@ -197,12 +221,12 @@ class Exchange:
         self.body_done = True
         self.client.body_finished(rest)
         if self.mode == _MODE_DONE:
-            self._complete()
+            self._end()
 
     def _refuse_body(self, status: int, detail: str) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
-            conn.exchange = None
+            self._detach(conn)
             conn.transport.abortConnection()
         self.close_after = True
         if self.started:
@@ -269,47 +293,51 @@ class Exchange:
             self.close_after = True
             self.body_done = True
             reusable = False
-        self._unregister()
         self.conn = None
         if conn is not None:
+            self._detach(conn)
             if reusable:
-                conn.release()
+                conn.pool.release(conn)
             else:
-                conn.exchange = None
                 conn.transport.loseConnection()
-        self._complete()
+        if self.body_done:
+            self._end()
 
     def upstream_broken(self, detail: str) -> None:
         self.conn = None
-        self._fail(502, detail)
+        self._fail(502, "{} sent a response wakeproxy cannot relay".format(self._who()), detail)
 
     def upstream_lost(self, conn, reason) -> None:
         if conn is not self.conn:
             return
         self.conn = None
+        self._detach(conn)
         if self.tunnel:
             self.client.transport.loseConnection()
             self._end()
             return
-        self._unregister_client()
         if not self.started and conn.reused and not self.retried and not conn.sent_body and self.head.length == 0 \
                 and self.head.method in _IDEMPOTENT:
             self.retried = True  # a stale pooled connection: once more on a fresh one
             self.client.relay.pool.acquire(self.upstream, self, fresh=True)
             return
-        self._fail(502, "the upstream at {} closed the connection before answering ({})".format(
-            self.upstream.base.decode(), reason.getErrorMessage() or reason.type.__name__))
+        self._fail(502, "{} closed the connection before answering".format(self._who()),
+                   reason.getErrorMessage() or reason.type.__name__)
 
-    def _fail(self, status: int, detail: str) -> None:
+    def _who(self) -> str:
+        """How answers name the upstream: the instance, never its internal address (that goes to the log)."""
+        return "instance {}".format(self.instance) if self.instance else "the home site"
+
+    def _fail(self, status: int, detail: str, why: str = "") -> None:
         self.waiting = False
         if self.done or self.gone:
             return
-        self.client.relay.log.warn("{detail}", detail=detail)
+        self.client.relay.log.warn("{detail} (upstream {upstream}{why})", detail=detail, why=": " + why if why else "",
+                                   upstream=self.upstream.base.decode() if self.upstream else "?")
         conn, self.conn = self.conn, None
         if conn is not None:
-            conn.exchange = None
+            self._detach(conn)
             conn.transport.abortConnection()
-        self._unregister_client()
         self.close_after = True
         if self.started:
             self.client.abort()
@@ -319,14 +347,13 @@ class Exchange:
 
     def timed_out(self) -> None:
         """The upstream did not send a response head within --upstream-timeout."""
-        self._fail(504, "the upstream at {} did not answer within {:g}s".format(
-            self.upstream.base.decode(), self.client.relay.timeouts.upstream))
+        self._fail(504, "{} did not answer within {:g}s".format(self._who(), self.client.relay.timeouts.upstream))
 
     # tunnels
 
     def tunnel_open(self, head, rest: bytes) -> None:
         if self.head.upgrade is None:
-            self._fail(502, "the upstream at {} switched protocols (101) unasked".format(self.upstream.base.decode()))
+            self._fail(502, "{} switched protocols (101) unasked".format(self._who()))
             return
         self.waiting = False
         self.tunnel = True
@@ -384,36 +411,15 @@ class Exchange:
             on_gone()
         conn, self.conn = self.conn, None
         if conn is not None:
-            conn.exchange = None
+            self._detach(conn)
             conn.transport.abortConnection() if not self.tunnel else conn.transport.loseConnection()
         self._end()
-
-    def _complete(self) -> None:
-        if self.body_done and self.mode == _MODE_DONE:
-            self._end()
-
-    def _unregister_client(self) -> None:
-        transport = self.client.transport
-        if transport is not None and transport.producer is not None:
-            transport.unregisterProducer()
-
-    def _unregister(self) -> None:
-        self._unregister_client()
-        conn = self.conn
-        if conn is not None and conn.transport is not None:
-            if conn.transport.producer is not None:
-                conn.transport.unregisterProducer()
-            conn.transport.resumeProducing()
-        self.client.resume("upstream")
 
     def _end(self) -> None:
         if self.done:
             return
         self.done = True
         self.waiting = False
-        if not self.tunnel:
-            self._unregister_client()
-            self.client.resume("upstream")
         on_end, self.on_end = self.on_end, None
         if on_end is not None:
             on_end(self)
@@ -448,7 +454,7 @@ class RelayProtocol(Protocol):
         self.trusted = False
         self.ticks = 0
         self.head_age = 0
-        self.upstream_pause = _Pause(self, "upstream")
+        self.full = _ClientFull(self)
         self._buf = b""
         self._searched = 0  # how far the current partial head was searched for its end
         self._paused: set = set()
@@ -464,6 +470,7 @@ class RelayProtocol(Protocol):
         self.scheme = "https" if _is_tls(transport) else "http"
         self.trusted = self.relay.is_trusted(self.peer_ip)
         self.relay.connections.add(self)
+        transport.registerProducer(self.full, True)
 
     # reading
 
@@ -566,8 +573,9 @@ class RelayProtocol(Protocol):
                 return
             self.transport.loseConnection()
             return
-        self.resume("pipeline")
-        self.resume("wait")
+        if self._paused:
+            self.resume("pipeline")
+            self.resume("wait")
         if self._buf:
             self._next()
 

@@ -27,7 +27,7 @@ __all__ = ["Options", "makeService"]
 
 _DURATIONS = ("wake-timeout", "stop-timeout", "ready-delay", "token-ttl", "head-timeout", "body-timeout",
               "keepalive-timeout", "connect-timeout", "upstream-idle-timeout")
-_POSITIVE_INTS = ("max-held", "max-held-per-instance", "max-held-body", "max-upstream-per-instance",
+_POSITIVE_INTS = ("max-held", "max-held-per-instance", "max-upstream-per-instance",
                   "docker-threads", "max-api-body", "max-head-bytes")
 
 
@@ -59,7 +59,6 @@ class Options(usage.Options):
         ["stop-timeout", None, "10s", "SIGTERM grace before Docker kills a container being stopped."],
         ["max-held", None, "10000", "Requests held while waking, all instances together; beyond: 503."],
         ["max-held-per-instance", None, "1000", "Requests held while one instance wakes; beyond: 503."],
-        ["max-held-body", None, str(10 * 1024 * 1024), "Largest request body (bytes) held while waking; beyond: 413."],
         ["max-upstream-per-instance", None, "64", "Concurrent upstream requests per instance; the rest queue."],
         ["docker-threads", None, "8", "Threads for blocking Docker calls."],
         ["passwd", None, None,
@@ -72,8 +71,6 @@ class Options(usage.Options):
         ["idle-timeout", None, "15m",
          "Stop an instance after this long without activity (label wakeproxy.idle-timeout overrides; 0: never)."],
         ["wake-rate", None, None, "At most COUNT wakes per instance per PERIOD, e.g. 5/1m; beyond: 503."],
-        ["core", None, "relay", "Forwarding core of the proxy listener: 'relay' (HTTP/1.1 relay: streaming bodies, "
-                                "WebSocket and every Upgrade) or 'web' (the older twisted.web Site + Agent)."],
         ["head-timeout", None, "15s", "The whole request head must arrive within this; else 408 and close."],
         ["body-timeout", None, "60s", "Longest silence while a request body streams; then 408 (or abort)."],
         ["keepalive-timeout", None, "75s", "Idle keep-alive client connections are closed after this."],
@@ -175,8 +172,6 @@ class Options(usage.Options):
             self["max-body"] = int(self["max-body"])
         except ValueError:
             raise usage.UsageError("--max-body: {!r} is not a whole number".format(self["max-body"]))
-        if self["core"] not in ("relay", "web"):
-            raise usage.UsageError("--core: use 'relay' or 'web', got {!r}".format(self["core"]))
         if self["idle-tunnel"] not in ("data", "open"):
             raise usage.UsageError("--idle-tunnel: use 'data' or 'open', got {!r}".format(self["idle-tunnel"]))
         if self["wake-timeout"] <= 0:
@@ -236,13 +231,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     metrics = Registry()
     proxy = ProxyService(options, runtime, reactor, metrics)
     proxy.setServiceParent(top)
-    if proxy.relay is not None:
-        listener = proxy.relay
-    else:
-        listener = QuietSite(proxy.resource, reactor=reactor)
-        listener.timeOut = 75
     for description in options["listen"]:
-        StreamServerEndpointService(serverFromString(reactor, description), listener).setServiceParent(top)
+        StreamServerEndpointService(serverFromString(reactor, description), proxy.relay).setServiceParent(top)
 
     api_site = QuietSite(api_resource(options, runtime, proxy.waker, reactor, activity=proxy.activity,
                                          metrics=metrics),

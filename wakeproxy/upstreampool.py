@@ -15,10 +15,12 @@ per upstream and closes those idle for longer than C{idle_timeout} seconds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
+from urllib.parse import urlsplit
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -29,13 +31,33 @@ from zope.interface import implementer
 from .sockets import eager_writer, quickack, raw_socket, set_nodelay
 from .wire import ChunkScanner, WireError, parse_response_head
 
-__all__ = ["UpstreamConnection", "UpstreamPool"]
+__all__ = ["Upstream", "UpstreamConnection", "UpstreamPool", "upstream_from_url"]
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where to send a request: C{scheme://host:port}."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def base(self) -> bytes:
+        host = "[{}]".format(self.host) if ":" in self.host else self.host
+        return "{}://{}:{}".format(self.scheme, host, self.port).encode("ascii")
+
+
+def upstream_from_url(url: str) -> Upstream:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return Upstream(parts.scheme, parts.hostname or "", port)
+
 
 _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _TUNNEL, _DONE = range(6)
 _MAX_RESPONSE_HEAD = 64 * 1024
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class UpstreamConnection(Protocol):
     """One connection to an upstream; bound to at most one exchange at a time."""
 
@@ -43,6 +65,7 @@ class UpstreamConnection(Protocol):
         self.pool = pool
         self.upstream = upstream
         self.exchange = None
+        self._paused_client = None
         self.on_made = None
         self.reused = False
         self.idle_since = 0.0
@@ -61,6 +84,7 @@ class UpstreamConnection(Protocol):
         self._sock = raw_socket(self.transport)
         set_nodelay(self._sock)
         self.write = eager_writer(self.transport)
+        self.transport.registerProducer(self, True)  # for its lifetime: see pauseProducing
         if self.on_made is not None:
             made, self.on_made = self.on_made, None
             made(self)
@@ -71,6 +95,26 @@ class UpstreamConnection(Protocol):
         self._buf = b""
         self._head_request = head_request
         self.sent_body = False
+
+    # While this connection's write buffer is full, the current exchange's client is not read
+    # (backpressure, request direction). Registered once as the transport's producer.
+
+    def pauseProducing(self) -> None:
+        exchange = self.exchange
+        if exchange is not None and self._paused_client is None:
+            self._paused_client = exchange.client
+            exchange.client.pause("upstream")
+
+    def resumeProducing(self) -> None:
+        self.release_client()
+
+    def stopProducing(self) -> None:
+        self.release_client()
+
+    def release_client(self) -> None:
+        client, self._paused_client = self._paused_client, None
+        if client is not None:
+            client.resume("upstream")
 
     def idle(self) -> None:
         """Back in the pool: any byte that arrives now is out of step and closes the connection."""
@@ -222,11 +266,6 @@ class UpstreamConnection(Protocol):
             exchange.response_done(False)
         elif self._state != _DONE or exchange.conn is self:
             exchange.upstream_lost(self, reason)
-
-    def release(self) -> None:
-        """The exchange is over and the connection is clean: back to the pool."""
-        self.exchange = None
-        self.pool.release(self)
 
 
 class _ConnectFactory(ClientFactory):

@@ -18,6 +18,8 @@ from typing import Optional
 
 import httptools
 
+from .headers import FORWARDING, HOP_BY_HOP, NOTED
+
 __all__ = [
     "ChunkError",
     "ChunkScanner",
@@ -28,13 +30,12 @@ __all__ = [
     "head_problem",
     "parse_request_head",
     "parse_response_head",
-    "reason_phrase",
 ]
 
 #: header fields in one head, at most (beyond: 431)
 MAX_HEADERS = 100
-#: request headers whose first value the proxy reads (noted while parsing, so nothing scans twice)
-NOTED = frozenset({b"accept", b"user-agent", b"x-wakeproxy-status"})
+#: Connection tokens that nominate nothing to remove
+_HARMLESS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 #: longest chunk-size line (size, extensions) or trailer line accepted
 MAX_CHUNK_LINE = 4096
 
@@ -63,11 +64,11 @@ class RequestHead:
     """
 
     __slots__ = ("method", "target", "version", "headers", "length", "keep_alive", "upgrade", "expect",
-                 "host_count", "cookie", "host", "noted")
+                 "host_count", "cookie", "host", "noted", "lines", "nominated", "forwarding", "vias")
 
     def __init__(self, method: bytes, target: bytes, version: str, headers: list, length: int, keep_alive: bool,
                  upgrade: Optional[bytes], expect: bool, host_count: int, cookie: tuple, host: Optional[bytes],
-                 noted: dict):
+                 noted: dict, lines: Optional[list] = None, nominated=None, forwarding=None, vias=None):
         self.method = method
         self.target = target
         self.version = version
@@ -81,13 +82,21 @@ class RequestHead:
         self.host = host
         #: first values of the headers in L{NOTED}, by lower-cased name (only those present)
         self.noted = noted
+        #: C{b"Name: value"} of the fields forwarded as they are (hop-by-hop, framing, Via, forwarding gone)
+        self.lines = lines if lines is not None else [n + b": " + v for n, v in headers]
+        #: header names the Connection header nominates for removal (beyond keep-alive/close/upgrade)
+        self.nominated = nominated
+        #: C{(lower-cased name, value)} of client-sent forwarding headers, and Via values (or None)
+        self.forwarding = forwarding
+        self.vias = vias
 
 
 class ResponseHead:
-    __slots__ = ("status", "reason", "headers", "length", "keep_alive", "chunked", "coding")
+    __slots__ = ("status", "reason", "headers", "length", "keep_alive", "chunked", "coding", "lines", "nominated",
+                 "vias")
 
     def __init__(self, status: int, reason: bytes, headers: list, length: Optional[int], keep_alive: bool,
-                 chunked: bool, coding: bytes = b"chunked"):
+                 chunked: bool, coding: bytes = b"chunked", lines: Optional[list] = None, nominated=None, vias=None):
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -97,103 +106,130 @@ class ResponseHead:
         self.chunked = chunked
         #: the Transfer-Encoding value (codings before the final chunked are passed on as they are)
         self.coding = coding
+        self.lines = lines if lines is not None else [n + b": " + v for n, v in headers]
+        self.nominated = nominated
+        self.vias = vias
 
 
-class _Collector:
-    """Receives httptools' callbacks for one head."""
+# What a header field is to the relay, by lower-cased name: kept as it is (absent from the table), read
+# and kept, read and dropped (restated or rebuilt by headers.py), or dropped (hop-by-hop).
+_KEEP, _COOKIE, _HOST, _LENGTH, _EXPECT, _NOTE, _CODING, _CONNECTION, _UPGRADE, _FORWARDING, _VIA, _HOP = range(12)
+_REQUEST_ROLES = dict.fromkeys(HOP_BY_HOP, _HOP)
+_REQUEST_ROLES.update(dict.fromkeys(FORWARDING, _FORWARDING))
+_REQUEST_ROLES.update(dict.fromkeys(NOTED, _NOTE))
+_REQUEST_ROLES.update({b"cookie": _COOKIE, b"host": _HOST, b"content-length": _LENGTH, b"expect": _EXPECT,
+                       b"transfer-encoding": _CODING, b"connection": _CONNECTION, b"upgrade": _UPGRADE,
+                       b"via": _VIA})
+_RESPONSE_ROLES = dict.fromkeys(HOP_BY_HOP, _HOP)
+_RESPONSE_ROLES.update({b"content-length": _LENGTH, b"transfer-encoding": _CODING, b"connection": _CONNECTION,
+                        b"via": _VIA})
 
-    __slots__ = ("url", "headers", "reason")
+
+class _RequestCollector:
+    """Receives httptools' callbacks for one request head, sorting each field by its role as it comes."""
 
     def __init__(self):
         self.url = b""
         self.headers = []
-        self.reason = b""
+        self.lines = []  # b"Name: value" of the fields forwarded as they are
+        self.cookie = ()
+        self.host = None
+        self.hosts = 0
+        self.length = 0
+        self.expect = None
+        self.noted = {}
+        self.coding = None
+        self.connection = b""
+        self.upgrade = None
+        self.forwarding = None
+        self.vias = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        lower = name.lower()
+        role = _REQUEST_ROLES.get(lower)
+        if role is None:
+            self.lines.append(name + b": " + value)
+        elif role < _CODING:  # read and kept
+            self.lines.append(name + b": " + value)
+            if role == _COOKIE:
+                self.cookie += (value,)
+            elif role == _HOST:
+                self.hosts += 1
+                self.host = value
+            elif role == _NOTE:
+                self.noted.setdefault(lower, value)
+            elif role == _LENGTH:
+                self.length = int(value)  # llhttp checked digits and duplicates
+            else:
+                self.expect = value
+        elif role == _CODING:
+            self.coding = value if self.coding is None else self.coding + b"," + value
+        elif role == _CONNECTION:
+            self.connection = self.connection + b"," + value.lower() if self.connection else value.lower()
+        elif role == _UPGRADE:
+            self.upgrade = value
+        elif role == _FORWARDING:
+            self.forwarding = (self.forwarding or []) + [(lower, value)]
+        elif role == _VIA:
+            self.vias = (self.vias or []) + [value]
 
 
 def parse_request_head(head: bytes) -> RequestHead:
     """C{head}: the bytes of one request head, up to and including its blank line."""
-    collector = _Collector()
-    parser = httptools.HttpRequestParser(collector)
+    c = _RequestCollector()
+    parser = httptools.HttpRequestParser(c)
     try:
         parser.feed_data(head)
     except httptools.HttpParserUpgrade:
         pass  # an Upgrade (or CONNECT) head: parsed in full, the rest is not HTTP
     except httptools.HttpParserError as e:
         raise WireError(400, "the request is not valid HTTP/1.1: {}".format(_message(e)))
-    headers = collector.headers
-    if len(headers) > MAX_HEADERS:
+    if len(c.headers) > MAX_HEADERS:
         raise WireError(431, "the request has {} header fields; at most {} are accepted".format(
-            len(headers), MAX_HEADERS))
+            len(c.headers), MAX_HEADERS))
     version = parser.get_http_version()
-    if version not in ("1.1", "1.0"):
+    if version != "1.1" and version != "1.0":
         raise WireError(505, "wakeproxy speaks HTTP/1.1 and HTTP/1.0, not HTTP/{}".format(version))
-    length = 0
-    hosts = 0
-    host = None
-    cookie = ()
-    upgrade = None
-    connection = b""
-    expect = False
-    coding = None
-    noted = {}
-    for name, value in headers:
-        lower = name.lower()
-        if lower in NOTED:
-            noted.setdefault(lower, value)
-        elif lower == b"cookie":
-            cookie += (value,)
-        elif lower == b"host":
-            hosts += 1
-            host = value
-        elif lower == b"content-length":
-            length = int(value)  # llhttp checked digits and duplicates
-        elif lower == b"transfer-encoding":
-            coding = value if coding is None else coding + b"," + value
-        elif lower == b"connection":
-            connection = connection + b"," + value.lower() if connection else value.lower()
-        elif lower == b"upgrade":
-            upgrade = value
-        elif lower == b"expect":
-            if value.strip().lower() == b"100-continue":
-                expect = True
-            else:
-                raise WireError(417, "the only expectation wakeproxy knows is 100-continue, not {!r}".format(
-                    value[:64].decode("latin-1")))
+    length = c.length
+    coding = c.coding
     if coding is not None:
         if version == "1.0":
             raise WireError(400, "an HTTP/1.0 request cannot use Transfer-Encoding")
-        codings = [c.strip().lower() for c in coding.split(b",")]
+        codings = [t.strip().lower() for t in coding.split(b",")]
         if codings != [b"chunked"]:
             raise WireError(400, "the only transfer coding accepted in a request is chunked, alone; got {!r}".format(
                 coding[:64].decode("latin-1")))
         length = -1
-    if version == "1.1" and hosts == 0:
-        raise WireError(400, "an HTTP/1.1 request needs a Host header")
-    if hosts > 1:
-        raise WireError(400, "the request has more than one Host header")
+    expect = False
+    if c.expect is not None:
+        if c.expect.strip().lower() != b"100-continue":
+            raise WireError(417, "the only expectation wakeproxy knows is 100-continue, not {!r}".format(
+                c.expect[:64].decode("latin-1")))
+        expect = True
+    hosts = c.hosts
+    if hosts != 1:
+        if hosts > 1:
+            raise WireError(400, "the request has more than one Host header")
+        if version == "1.1":
+            raise WireError(400, "an HTTP/1.1 request needs a Host header")
+    connection = c.connection
     tokens = [t.strip() for t in connection.split(b",")] if connection else ()
+    upgrade = c.upgrade
     if upgrade is not None and (b"upgrade" not in tokens or upgrade.strip().lower() == b"h2c" or version == "1.0"):
         upgrade = None  # not nominated by Connection, or h2c: stripped, the request goes on as HTTP/1.1
-    if version == "1.1":
-        keep_alive = b"close" not in tokens
-    else:
-        keep_alive = False  # HTTP/1.0: one exchange per connection
-    return RequestHead(parser.get_method(), collector.url, version, headers, length, keep_alive, upgrade, expect,
-                       hosts, cookie, host, noted)
+    keep_alive = version == "1.1" and b"close" not in tokens  # HTTP/1.0: one exchange per connection
+    nominated = frozenset(tokens) - _HARMLESS if tokens else None
+    return RequestHead(parser.get_method(), c.url, version, c.headers, length, keep_alive, upgrade, expect,
+                       hosts, c.cookie, c.host, c.noted, c.lines, nominated or None, c.forwarding, c.vias)
 
 
 def head_problem(partial: bytes) -> Optional[WireError]:
     """What is already wrong with the start of a request head (a TLS hello, a bare-LF head), or None."""
-    parser = httptools.HttpRequestParser(_Collector())
+    parser = httptools.HttpRequestParser(_RequestCollector())
     try:
         parser.feed_data(partial)
     except httptools.HttpParserUpgrade:
@@ -203,41 +239,62 @@ def head_problem(partial: bytes) -> Optional[WireError]:
     return None
 
 
+class _ResponseCollector:
+    """Receives httptools' callbacks for one response head, sorting each field by its role as it comes."""
+
+    def __init__(self):
+        self.reason = b""
+        self.headers = []
+        self.lines = []
+        self.length = None
+        self.coding = b""
+        self.connection = b""
+        self.vias = None
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        role = _RESPONSE_ROLES.get(name.lower())
+        if role is None:
+            self.lines.append(name + b": " + value)
+        elif role == _LENGTH:
+            self.length = int(value)
+        elif role == _CODING:
+            value = value.strip()
+            self.coding = self.coding + b", " + value if self.coding else value
+        elif role == _CONNECTION:
+            self.connection = self.connection + b"," + value.lower() if self.connection else value.lower()
+        elif role == _VIA:
+            self.vias = (self.vias or []) + [value]
+
+
 def parse_response_head(head: bytes) -> ResponseHead:
     """C{head}: the bytes of one response head, up to and including its blank line."""
-    collector = _Collector()
-    parser = httptools.HttpResponseParser(collector)
+    c = _ResponseCollector()
+    parser = httptools.HttpResponseParser(c)
     try:
         parser.feed_data(head)
     except httptools.HttpParserUpgrade:
         pass
     except httptools.HttpParserError as e:
         raise WireError(502, "the upstream's response is not valid HTTP/1.1: {}".format(_message(e)))
-    headers = collector.headers
-    if len(headers) > MAX_HEADERS:
+    if len(c.headers) > MAX_HEADERS:
         raise WireError(502, "the upstream's response has {} header fields; at most {} are relayed".format(
-            len(headers), MAX_HEADERS))
-    length = None
-    chunked = False
-    coding = b""
+            len(c.headers), MAX_HEADERS))
     close = parser.get_http_version() != "1.1"
-    for name, value in headers:
-        lower = name.lower()
-        if lower == b"content-length":
-            length = int(value)
-        elif lower == b"transfer-encoding":
-            coding = coding + b", " + value.strip() if coding else value.strip()
-            chunked = coding.lower().endswith(b"chunked")
-        elif lower == b"connection":
-            tokens = [t.strip().lower() for t in value.split(b",")]
-            if b"close" in tokens:
-                close = True
-            elif b"keep-alive" in tokens:
-                close = False
-    if chunked:
-        length = None
-    return ResponseHead(parser.get_status_code(), collector.reason, headers, length, not close, chunked,
-                        coding or b"chunked")
+    nominated = None
+    if c.connection:
+        tokens = [t.strip() for t in c.connection.split(b",")]
+        if b"close" in tokens:
+            close = True
+        elif b"keep-alive" in tokens:
+            close = False
+        nominated = frozenset(tokens) - _HARMLESS or None
+    chunked = c.coding.lower().endswith(b"chunked")
+    return ResponseHead(parser.get_status_code(), c.reason, c.headers, None if chunked else c.length, not close,
+                        chunked, c.coding or b"chunked", c.lines, nominated, c.vias)
 
 
 def _message(error: Exception) -> str:
@@ -314,18 +371,3 @@ class ChunkScanner:
 def chunk(data: bytes) -> bytes:
     """One chunk of a chunked body holding C{data} (not empty)."""
     return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-_REASONS = {
-    100: b"Continue", 101: b"Switching Protocols", 103: b"Early Hints", 200: b"OK", 201: b"Created",
-    202: b"Accepted", 204: b"No Content", 206: b"Partial Content", 301: b"Moved Permanently", 302: b"Found",
-    303: b"See Other", 304: b"Not Modified", 307: b"Temporary Redirect", 308: b"Permanent Redirect",
-    400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
-    405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large", 417: b"Expectation Failed",
-    429: b"Too Many Requests", 431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
-    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
-}
-
-
-def reason_phrase(status: int) -> bytes:
-    return _REASONS.get(status, b"Status")

@@ -11,7 +11,7 @@ Connection "upgrade";}) and through wakeproxy (direct mode, HTTP probe on C{/sta
   connect to the C{101} head, N times (10; smoke 3), alternating with "app ready" runs (stop, docker
   start, then a handshake every 1 ms until C{101}) directly and through nginx.
 
-A wakeproxy that cannot tunnel (the older C{--core web}) records its failures as problems and leaves its
+A wakeproxy that cannot tunnel (an older checkout, run with C{--src}) records its failures as problems and leaves its
 cells empty; the baselines still run. mock_app without C{/ws} (an image older than the endpoint) skips
 the section.
 """
