@@ -460,6 +460,7 @@ class RelayProtocol(Protocol):
         self._paused: set = set()
         self._parsing = False
         self._closed = False
+        self._read_ended = self._write_ended = False  # half-closes of a tunnel
 
     def connectionMade(self) -> None:
         transport = self.transport
@@ -634,11 +635,16 @@ class RelayProtocol(Protocol):
         exchange = self.exchange
         if exchange is not None and exchange.tunnel:
             exchange.tunnel_client_eof()
+            self._read_ended = True
+            if self._write_ended:
+                self.transport.loseConnection()  # both directions of the tunnel are over
             return
         self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
-        pass
+        self._write_ended = True
+        if self._read_ended:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
         self._closed = True

@@ -66,6 +66,7 @@ class UpstreamConnection(Protocol):
         self.upstream = upstream
         self.exchange = None
         self._paused_client = None
+        self._read_ended = self._write_ended = False  # half-closes of a tunnel
         self.on_made = None
         self.reused = False
         self.idle_since = 0.0
@@ -250,11 +251,16 @@ class UpstreamConnection(Protocol):
     def readConnectionLost(self) -> None:
         if self._state == _TUNNEL and self.exchange is not None:
             self.exchange.tunnel_upstream_eof()
+            self._read_ended = True
+            if self._write_ended:
+                self.transport.loseConnection()  # both directions of the tunnel are over
         else:
             self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
-        pass
+        self._write_ended = True
+        if self._read_ended:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
         self.pool.forget(self)
