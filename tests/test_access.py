@@ -1,5 +1,9 @@
 """Access tokens (L{wakeproxy.access}) and the proxy's access gates (L{wakeproxy.gate}), without sockets."""
 
+import os
+import shutil
+import tempfile
+
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -50,7 +54,9 @@ class AccessKeysTests(SynchronousTestCase):
         self.assertRaises(ValueError, AccessKeys, [])
 
     def test_from_file(self):
-        path = self.mktemp()
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "keys")
         with open(path, "wb") as f:
             f.write(b"# keys\n" + KEY + b"\n" + OTHER + b"\n")
         keys = AccessKeys.from_file(path)
