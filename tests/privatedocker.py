@@ -1,0 +1,90 @@
+"""
+A private Docker engine for tests that stop, kill or restart one: its own socket, data root, exec root,
+pidfile and log under a temp directory, started and removed by the test. The machine's engine and its
+containers are never touched (ENVIRONMENT.md, "A private engine for tests").
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import docker
+
+__all__ = ["PrivateDockerd"]
+
+_FLAGS = ["--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false"]
+
+
+class PrivateDockerd:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="wpd-", dir="/tmp")  # short: the socket path has a length limit
+        self.url = "unix://{}/docker.sock".format(self.dir)
+        self.process = None
+
+    def start(self, timeout: float = 30) -> "PrivateDockerd":
+        log = open(os.path.join(self.dir, "dockerd.log"), "ab")
+        self.process = subprocess.Popen(
+            ["dockerd", "--host", self.url, "--data-root", os.path.join(self.dir, "data"),
+             "--exec-root", os.path.join(self.dir, "exec"), "--pidfile", os.path.join(self.dir, "docker.pid")]
+            + _FLAGS, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client = docker.APIClient(base_url=self.url, version="auto", timeout=5)
+                client.ping()
+                client.close()
+                return self
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the private dockerd did not start: " + self.log()[-2000:])
+                time.sleep(0.1)
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def load_image(self, image: str) -> None:
+        """Copy C{image} from the machine's engine (docker save | docker load)."""
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        subprocess.check_call(["docker", "-H", self.url, "load", "-q"], stdin=save.stdout,
+                              stdout=subprocess.DEVNULL)
+        if save.wait() != 0:
+            raise RuntimeError("docker save {} failed".format(image))
+
+    def log(self) -> str:
+        try:
+            with open(os.path.join(self.dir, "dockerd.log"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def remove(self) -> None:
+        """Stop the engine (its containers die with it) and delete everything it wrote."""
+        try:
+            client = docker.APIClient(base_url=self.url, version="auto", timeout=10)
+            for container in client.containers(all=True):
+                client.remove_container(container["Id"], force=True)
+            client.close()
+        except Exception:
+            pass
+        self.stop()
+        # what the engine leaves mounted under its directories (the default network namespace, overlays)
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[1] for line in f if line.split()[1].startswith(self.dir + "/")]
+        for mount in sorted(mounts, key=len, reverse=True):
+            subprocess.call(["umount", "-l", mount], stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.dir, ignore_errors=True)
