@@ -122,8 +122,8 @@ class ForwardAuthGate:
     def _answered(self, response, key) -> Deferred:
         def verdict(body: bytes):
             if 200 <= response.code < 300:
-                copied = [(name, value) for name in self._copy
-                          for value in response.headers.getRawHeaders(name, [])]
+                copied = [(name, value) for name, values in response.headers.getAllRawHeaders()
+                          if name.lower() in self._copy for value in values]
                 result = ("allow", copied)
             else:
                 headers = tuple((name, value) for name, values in response.headers.getAllRawHeaders()

@@ -13,7 +13,9 @@ from twisted.application.service import Service
 from twisted.internet.ssl import Certificate
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
+from .access import COOKIE
 from .dispatch import Dispatcher
+from .gate import ForwardAuthGate, SignedGate
 from .idle import IdleStopper
 from .metrics import Registry
 from .readiness import Prober, ReadinessPlan
@@ -50,7 +52,8 @@ class ProxyService(Service):
             loading_page=bool(options["loading-page"]), home_path=options["home-path"],
             home_upstream=upstream_from_url(options["home-upstream"] or options["upstream"])
             if (options["home-upstream"] or not direct) else None,
-            idle_tunnel=options["idle-tunnel"], clock=reactor)
+            idle_tunnel=options["idle-tunnel"], clock=reactor,
+            gate=_gate(options, reactor, tls_policy))
         self.pool = UpstreamPool(reactor, connect_timeout=options["connect-timeout"],
                                  idle_timeout=options["upstream-idle-timeout"], tls_policy=tls_policy)
         self.relay = RelayFactory(
@@ -78,6 +81,21 @@ class ProxyService(Service):
         self.waker.stop()
         self.relay.stop()
         self.pool.stop()
+
+
+def _gate(options, reactor, tls_policy):
+    """C{--access}: who may use an instance through the proxy (gate.py); None when everyone may."""
+    access = options.get("access") or "open"
+    if access == "signed":
+        return SignedGate(options["access-keys"], reactor, options.get("access-cookie") or COOKIE)
+    if access == "forward-auth":
+        from .httpclient import QuietPool, make_agent
+
+        agent = make_agent(reactor, QuietPool(reactor, persistent=True), 5.0, tls_policy)
+        return ForwardAuthGate(options["forward-auth-url"], agent, reactor,
+                               copy_headers=options.get("forward-auth-headers") or (),
+                               cache_seconds=options.get("forward-auth-cache") or 0.0)
+    return None
 
 
 def _trust(networks):
