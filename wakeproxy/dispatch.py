@@ -176,7 +176,7 @@ class Dispatcher:
             return
         wakes = self._policy.wakes(uri, noted.get(b"user-agent"))
         if self._waker.is_ready(name):
-            self._forward(exchange, name, uri, (), wakes)
+            self._forward(exchange, name, uri, (), wakes, container)
             return
         if not wakes:
             exchange.answer(answers.problem(503, "instance {} is asleep and this request (its path or user agent) "
@@ -253,10 +253,11 @@ class Dispatcher:
 
     # forwarding: slots and activity
 
-    def _forward(self, exchange, name: str, uri: bytes, extra, counted: bool) -> None:
+    def _forward(self, exchange, name: str, uri: bytes, extra, counted: bool, container=None) -> None:
         upstream = self._upstream
         if upstream is None:
-            container = self._runtime.get(name)
+            if container is None:
+                container = self._runtime.get(name)
             cached = self._direct.get(name)
             if cached is not None and cached[0] is container:
                 upstream = cached[1]  # same snapshot as last time: same address
@@ -305,8 +306,14 @@ class Dispatcher:
         name = exchange.instance
         if exchange.slot:
             exchange.slot = False
-            self._release(name)
-        self._tunnels.get(name, set()).discard(exchange)
+            slots = self._slots.get(name)
+            if slots is not None:
+                if slots.queue:
+                    self._release(name)
+                elif slots.busy:
+                    slots.busy -= 1
+        if exchange.tunnel:
+            self._tunnels.get(name, set()).discard(exchange)
 
     def _ended_counted(self, exchange) -> None:
         self._ended(exchange)

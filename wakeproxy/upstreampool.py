@@ -15,8 +15,7 @@ per upstream and closes those idle for longer than C{idle_timeout} seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from twisted.internet.error import ConnectionDone
@@ -33,9 +32,8 @@ from .wire import ChunkScanner, WireError, parse_response_head
 
 __all__ = ["Upstream", "UpstreamConnection", "UpstreamPool", "upstream_from_url"]
 
-@dataclass(frozen=True)
-class Upstream:
-    """Where to send a request: C{scheme://host:port}."""
+class Upstream(NamedTuple):
+    """Where to send a request: C{scheme://host:port} (a tuple: the pool's cheap dictionary key)."""
 
     scheme: str
     host: str
@@ -312,6 +310,8 @@ class UpstreamPool:
         self.max_idle = max_idle
         self._tls = tls_policy or BrowserLikePolicyForHTTPS()
         self._idle: dict = {}
+        #: the time, refreshed by the sweep: idle stamps need no better than its period
+        self._now = reactor.seconds()
         self._sweep = LoopingCall(self.close_idle)
         self._sweep.clock = reactor
 
@@ -351,7 +351,7 @@ class UpstreamPool:
         if len(idle) >= self.max_idle:
             transport.loseConnection()
             return
-        conn.idle_since = self._reactor.seconds()
+        conn.idle_since = self._now
         conn.idle()
         idle.append(conn)
 
@@ -361,7 +361,8 @@ class UpstreamPool:
             idle.remove(conn)
 
     def close_idle(self, older_than: Optional[float] = None) -> None:
-        limit = self._reactor.seconds() - (self.idle_timeout if older_than is None else older_than)
+        self._now = self._reactor.seconds()
+        limit = self._now - (self.idle_timeout if older_than is None else older_than)
         for conns in list(self._idle.values()):
             for conn in [c for c in conns if c.idle_since <= limit]:
                 conns.remove(conn)

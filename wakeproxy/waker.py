@@ -144,9 +144,9 @@ class Waker:
     # activity
 
     def exchange_began(self, name: str) -> None:
-        instance = self._instance(name)
+        """An exchange is in flight (it keeps the instance busy; its end is the activity that counts)."""
+        instance = self._instances.get(name) or self._instance(name)
         instance.inflight += 1
-        instance.last_activity = self._clock.seconds()
 
     def touch(self, name: str) -> None:
         """Activity without an exchange in flight (a WebSocket data frame through an open tunnel)."""
@@ -155,7 +155,7 @@ class Waker:
             instance.last_activity = self._clock.seconds()
 
     def exchange_ended(self, name: str) -> None:
-        instance = self._instance(name)
+        instance = self._instances.get(name) or self._instance(name)
         instance.inflight = max(0, instance.inflight - 1)
         instance.last_activity = self._clock.seconds()
 
