@@ -1203,3 +1203,51 @@ class TunnelTests(_WorldCase):
         client.lose()
         self.assertEqual(upstream.state, "closed")
         self.assertEqual(world.dispatcher.tunnels("app"), 0)
+
+
+class CrashTests(_WorldCase):
+    """A bug in wakeproxy's own code answers the request and leaks nothing (slots, activity, connections)."""
+
+    def test_a_raising_forward_answers_every_request_and_frees_its_slot(self):
+        world = self.world(max_upstream=2)
+        acquire = world.pool.acquire
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("injected fault")
+
+        world.pool.acquire = broken
+        for i in range(200):
+            client = world.client()
+            client.send(request(b"GET /r%d" % i))
+            (answer,) = client.responses()
+            self.assertEqual(answer.status, 502)
+            self.assertIn("wakeproxy failed", answer.json()["detail"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 200)
+        self.assertEqual(world.waker.describe("app")["inflight"], 0)
+        world.pool.acquire = acquire
+        clients = [world.client() for _ in range(2)]
+        for client in clients:
+            client.send(request(b"GET /after"))
+        world.connect()
+        self.assertEqual([m.target for m in world.sent()], [b"/after", b"/after"])  # both slots are free
+
+    def test_a_raising_response_path_aborts_and_frees(self):
+        world = self.world(max_upstream=1)
+        client = world.client()
+        client.send(request(b"GET /x"))
+        upstream = world.upstream()
+        exchange = world.factory.connections and next(iter(world.factory.connections)).exchange
+
+        def broken(head, body=b""):
+            raise RuntimeError("injected fault")
+
+        exchange.response_head = broken
+        upstream.send(response(body=b"hello"))
+        (answer,) = client.responses()
+        self.assertEqual(answer.status, 502)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(world.waker.describe("app")["inflight"], 0)
+        second = world.client()
+        second.send(request(b"GET /next"))
+        world.connect()
+        self.assertEqual(world.sent()[-1].target, b"/next")

@@ -324,6 +324,22 @@ class Exchange:
         self._fail(502, "{} closed the connection before answering".format(self._who()),
                    reason.getErrorMessage() or reason.type.__name__)
 
+    def crashed(self, doing: str) -> None:
+        """wakeproxy itself failed (a bug): log it with its traceback, answer 502 or abort, release all."""
+        self.client.relay.log.failure("{doing} failed", doing=doing)
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self._detach(conn)
+            conn.transport.abortConnection()
+        self.close_after = True
+        if self.done:
+            return
+        if self.started:
+            self.client.abort()
+            self._end()
+        else:
+            self.answer(answers.problem(502, "wakeproxy failed while handling this request (its log says why)"))
+
     def _who(self) -> str:
         """How answers name the upstream: the instance, never its internal address (that goes to the log)."""
         return "instance {}".format(self.instance) if self.instance else "the home site"
@@ -422,7 +438,10 @@ class Exchange:
         self.waiting = False
         on_end, self.on_end = self.on_end, None
         if on_end is not None:
-            on_end(self)
+            try:
+                on_end(self)
+            except Exception:
+                self.client.relay.log.failure("ending an exchange failed")
         self.client.exchange_ended(self)
 
 
@@ -553,7 +572,11 @@ class RelayProtocol(Protocol):
             return True
         if not exchange.body_done:
             self.pause("wait")  # read the body only once it has somewhere to go
-        relay.dispatcher.dispatch(exchange)
+        try:
+            relay.dispatcher.dispatch(exchange)
+        except Exception:
+            # a bug, not bad input: logged once; the client is answered and the slot and activity released
+            exchange.crashed("dispatching a request")
         return True
 
     def _refuse(self, status: int, detail: str) -> None:

@@ -125,7 +125,12 @@ class UpstreamConnection(Protocol):
         if exchange is None:
             self.transport.loseConnection()  # bytes nobody asked for: the connection is out of step
             return
-        self._read(exchange, data)
+        try:
+            self._read(exchange, data)
+        except Exception:
+            self._state = _DONE
+            exchange.crashed("relaying a response")
+            return
         if self._state != _DONE:
             # More of this response is due. An app that wrote its head and body separately waits for our
             # ACK of the head before sending the body (Nagle); acknowledge now, not after the delayed-ACK
