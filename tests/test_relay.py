@@ -1251,3 +1251,54 @@ class CrashTests(_WorldCase):
         second.send(request(b"GET /next"))
         world.connect()
         self.assertEqual(world.sent()[-1].target, b"/next")
+
+
+class DrainTests(_WorldCase):
+    """Graceful stop: idle connections close at once, exchanges in flight finish, the rest is closed later."""
+
+    def test_idle_closes_in_flight_finishes_then_closes(self):
+        world = self.world()
+        idle = world.client()
+        idle.send(request(b"GET /a"))
+        world.upstream().send(response(body=b"a"))
+        busy = world.client()
+        busy.send(request(b"GET /b"))
+        world.connect()
+        drained = world.factory.drain(10)
+        world.settle()
+        self.assertEqual(idle.state, "closed")
+        self.assertEqual(busy.state, "open")
+        self.assertNoResult(drained)
+        world.upstreams[-1].send(response(body=b"b"))
+        self.assertEqual(busy.responses()[-1].body, b"b")
+        self.assertEqual(busy.state, "closed")
+        world.reactor.advance(0.1)
+        self.successResultOf(drained)
+
+    def test_deadline_closes_the_rest_and_websockets_get_1001(self):
+        world = self.world()
+        busy = world.client()
+        busy.send(request(b"GET /slow"))
+        tunnel = world.client()
+        tunnel.send(request(b"GET /ws", b"Connection: Upgrade", b"Upgrade: websocket", b"Sec-WebSocket-Key: k",
+                            b"Sec-WebSocket-Version: 13"))
+        ends = world.connect()
+        ends[-1].send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        drained = world.factory.drain(2)
+        world.reactor.advance(1)
+        self.assertNoResult(drained)
+        world.reactor.advance(1.1)
+        world.settle()
+        self.successResultOf(drained)
+        self.assertEqual(busy.state, "aborted")
+        self.assertTrue(tunnel.received().endswith(b"\x88\x0c\x03\xe9going away"))
+
+    def test_held_requests_are_answered_503(self):
+        world = self.world(state="exited", ready=False)
+        client = world.client()
+        client.send(request(b"GET /held"))
+        from wakeproxy.waker import WakeFailure
+
+        self.assertEqual(world.waker.release_held(WakeFailure(503, "shutting down", retry_after=2)), 1)
+        (answer,) = client.responses()
+        self.assertEqual((answer.status, answer.header(b"retry-after")), (503, b"2"))

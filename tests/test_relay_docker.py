@@ -835,3 +835,26 @@ class KeepAliveTests(_RelayCase):
         print("keep-alive: 100 requests over client port {} and upstream port {}; p50 GET / {:.1f} ms, POST /echo "
               "{:.1f} ms, GET /bytes {:.1f} ms".format(client_ports, upstream_ports,
                                                       *(statistics.median(latencies[k]) for k in range(3))))
+
+
+class GracefulStopTests(_RelayCase):
+    def test_sigterm_lets_exchanges_finish_and_answers_held_requests(self):
+        running = self.instances.create(start=True)
+        sleeping = self.instances.create(env={"STARTUP_DELAY": "5"})
+        server = self.wakeproxy()
+        self.assertEqual(self.get(server, running).status_code, 200)  # awake and known
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(requests.get, server.proxy_url + "/slow?ms=1500", headers=_cookie(running),
+                               timeout=30)
+            held = pool.submit(requests.get, server.proxy_url + "/", headers=_cookie(sleeping), timeout=30)
+            time.sleep(0.5)
+            began = time.monotonic()
+            status = server.stop(timeout=15)
+            stopped = time.monotonic() - began
+            self.assertEqual(slow.result().status_code, 200)  # the exchange in flight finished
+            answer = held.result()
+        self.assertEqual(answer.status_code, 503, answer.text)
+        self.assertIn("shutting down", answer.json()["detail"])
+        self.assertIn("retry-after", answer.headers)
+        self.assertIn(status, (143, -15))  # twistd re-raises SIGTERM
+        self.assertLess(stopped, 10)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from twisted.application.service import Service
+from twisted.logger import Logger
 from twisted.internet.ssl import Certificate
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
@@ -22,14 +23,16 @@ from .readiness import Prober, ReadinessPlan
 from .relay import RelayFactory, Timeouts
 from .runtime import IContainerRuntime
 from .upstreampool import UpstreamPool, upstream_from_url
-from .waker import Waker
+from .waker import WakeFailure, Waker
 from .wakepolicy import WakePolicy
 
 __all__ = ["ProxyService"]
 
 
 class ProxyService(Service):
-    """Builds the proxy's parts from the options; stopping it closes the upstream connection pool."""
+    """Builds the proxy's parts from the options; stopping it drains the relay, then closes the pool."""
+
+    log = Logger()
 
     def __init__(self, options, runtime: IContainerRuntime, reactor, metrics: Registry):
         direct = options["upstream"] == "direct"
@@ -40,6 +43,7 @@ class ProxyService(Service):
         plan = ReadinessPlan(reactor, Prober(reactor), direct=direct, traefik_api=options["traefik-api"],
                              ready_delay=options["ready-delay"])
         self.metrics = metrics
+        self._drain_timeout = options.get("drain-timeout", 10.0)
         self.waker = Waker(reactor, runtime, plan, wake_timeout=options["wake-timeout"],
                            max_held=options["max-held"], max_held_per_instance=options["max-held-per-instance"],
                            stop_timeout=options["stop-timeout"], wake_rate=options["wake-rate"], metrics=metrics)
@@ -76,11 +80,23 @@ class ProxyService(Service):
         self.pool.start()
 
     def stopService(self):
+        """
+        Graceful stop (the listeners closed before this): held requests get 503 with Retry-After now,
+        exchanges in flight and tunnels get up to C{--drain-timeout} to finish, then the pool closes.
+        """
         Service.stopService(self)
         self.idle.stopService()
+        held = self.waker.release_held(WakeFailure(503, "wakeproxy is shutting down; try again shortly",
+                                                   retry_after=2))
+        if held:
+            self.log.info("shutting down: {held} held requests answered 503", held=held)
         self.waker.stop()
         self.relay.stop()
-        self.pool.stop()
+
+        def closed(_):
+            self.pool.stop()
+
+        return self.relay.drain(self._drain_timeout).addCallback(closed)
 
 
 def _gate(options, reactor, tls_policy):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolNegotiationFactory, IPushProducer, ISSLTransport
 from twisted.internet import tcp
 from twisted.internet.protocol import Factory, Protocol
@@ -621,6 +622,24 @@ class RelayProtocol(Protocol):
     def reading(self) -> bool:
         return not self._paused
 
+    def drain(self) -> None:
+        """Shutting down: close now if idle, else after the exchange in flight."""
+        exchange = self.exchange
+        if exchange is None:
+            self._closed = True
+            self.transport.loseConnection()
+        else:
+            exchange.close_after = True
+
+    def close_now(self) -> None:
+        """The drain deadline passed: WebSocket clients get close 1001, everything is closed."""
+        exchange = self.exchange
+        if exchange is not None and exchange.tunnel:
+            exchange.going_away()
+        self._closed = True
+        self.transport.abortConnection() if exchange is not None and not exchange.tunnel else \
+            self.transport.loseConnection()
+
     def abort(self) -> None:
         """Response bytes were sent and the rest cannot follow: never a clean-looking truncated response."""
         self._closed = True
@@ -699,6 +718,8 @@ class RelayFactory(Factory):
         self._trusted = trusted
         self._trust_cache: dict = {}
         self.connections: set = set()
+        self.draining = False
+        self._clock = clock
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = clock
 
@@ -725,6 +746,33 @@ class RelayFactory(Factory):
     def stop(self) -> None:
         if self._sweep.running:
             self._sweep.stop()
+
+    def drain(self, timeout: float) -> Deferred:
+        """
+        Shutting down (the listeners are closed already): idle connections close now, exchanges in flight
+        and tunnels get up to C{timeout} seconds to finish (their connections close after them), then the
+        rest is aborted. Fires when no client connection is left.
+        """
+        self.draining = True
+        for protocol in list(self.connections):
+            protocol.drain()
+        done = Deferred()
+        deadline = self._clock.seconds() + timeout
+
+        def check() -> None:
+            if not self.connections:
+                done.callback(None)
+            elif self._clock.seconds() >= deadline:
+                self.log.info("drain: {count} connections still busy after {timeout:g}s: closed",
+                              count=len(self.connections), timeout=timeout)
+                for protocol in list(self.connections):
+                    protocol.close_now()
+                done.callback(None)
+            else:
+                self._clock.callLater(0.05, check)
+
+        check()
+        return done
 
     def sweep(self) -> None:
         for protocol in list(self.connections):

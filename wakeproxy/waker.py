@@ -469,6 +469,17 @@ class Waker:
         """Stop following the runtime (at shutdown)."""
         self._unwatch()
 
+    def release_held(self, failure: WakeFailure) -> int:
+        """Answer every held request with C{failure} now (shutting down); return how many there were."""
+        count = 0
+        for instance in list(self._instances.values()):
+            waiters, instance.waiters = instance.waiters, []
+            self.held -= len(waiters)
+            count += len(waiters)
+            for waiter in waiters:
+                waiter.errback(failure)
+        return count
+
     def _instance(self, name: str) -> _Instance:
         instance = self._instances.get(name)
         if instance is None:
