@@ -135,6 +135,37 @@ def _cases():
         ("wakeproxy.router", "other"), ("wakeproxy.router", ""), ("wakeproxy.router", "wpt-bad"),
         ("wakeproxy.port", "abc"), ("wakeproxy.port", "0"), ("wakeproxy.port", "70000"), ("wakeproxy.port", "-1"),
         ("wakeproxy.port", "\uff18\uff10"), ("wakeproxy.port", ""),
+        # issue 11: the owner's marks, ports outside --allow-port, URLs to probe, other owners' instances
+        ("wakeproxy.owner", "alice"), ("WAKEPROXY.OWNER", "alice"), ("wakeproxy.owner.x", "1"),
+        ("wakeproxy.creating", "1"), ("wakeproxy.port", "22"), ("wakeproxy.port", "80"), ("wakeproxy.port", "1023"),
+        ("wakeproxy.health-check", "http://127.0.0.1:8008/login"), ("wakeproxy.health-check", "//127.0.0.1:8008/x"),
+        ("wakeproxy.health-check", "https://example.com/"), ("wakeproxy.health-check", "status"),
+        ("wakeproxy.health-check", "/a b"), ("wakeproxy.health-check", "/a\\b"), ("health-check", "http://minion-1/x"),
+        ("health-check", "//minion-1/x"), ("wakeproxy.depends-on", "other"), ("wakeproxy.depends-on", "a,,b"),
+        ("wakeproxy.depends-on", TABLE_NAME), ("wakeproxy.depends-on", ","), ("wakeproxy.group", ""),
+        ("wakeproxy.group", "a b"), ("wakeproxy.group", "../g"),
+        # issue 11: Traefik labels parsed strictly; rules and priorities only with --allow-router-rules
+        ("traefik..http.routers.{}.rule".format(TABLE_NAME), "PathPrefix(`/`)"),
+        ("traefik.http..routers.{}.rule".format(TABLE_NAME), "PathPrefix(`/`)"),
+        ("traefik.http.routers.{}..rule".format(TABLE_NAME), "PathPrefix(`/`)"),
+        ("traefik.http.routers.{}.rule.".format(TABLE_NAME), "PathPrefix(`/`)"),
+        ("traefik.http.routers.{}.rule".format(TABLE_NAME), "PathPrefix(`/`)"),
+        ("traefik.http.routers.{}.RULE".format(TABLE_NAME), "PathPrefix(`/`)"),
+        ("Traefik.Http.Routers.{}.Rule".format(TABLE_NAME), "PathPrefix(`/`)"),
+        ("traefik.http.routers.{}.priority".format(TABLE_NAME), "2147483647"),
+        ("traefik.tcp.routers.{}.rule".format(TABLE_NAME), "HostSNI(`*`)"),
+        ("traefik.http.router\u017f.other.rule", "x"), ("traefik.http.rooters.{}.rule".format(TABLE_NAME), "x"),
+        ("traefik.grpc.routers.{}.rule".format(TABLE_NAME), "x"), ("traefik.foo", "x"), ("traefik", "x"),
+        ("traefik.tls.stores.default.defaultcertificate.certfile", "/etc/ssl/x.pem"),
+        ("traefik.tls.options.default.minversion", "VersionTLS10"),
+        ("traefik.udp.middlewares.{}.x".format(TABLE_NAME), "x"),
+        ("traefik.http.services.{}.loadbalancer.server.url".format(TABLE_NAME), "http://127.0.0.1:8008"),
+        ("traefik.http.services.{}.loadbalancer.servers[0].url".format(TABLE_NAME), "http://127.0.0.1:8008"),
+        ("traefik.http.services.{}.weighted.services[0].name".format(TABLE_NAME), "api@internal"),
+        ("traefik.http.services.{}.mirroring.service".format(TABLE_NAME), "api@internal"),
+        ("traefik.http.middlewares.{}.forwardauth.address".format(TABLE_NAME), "http://127.0.0.1:8008/login"),
+        ("traefik.http.middlewares.{}.errors.service".format(TABLE_NAME), "api@internal"),
+        ("traefik.http.middlewares.{}.plugin.x.y".format(TABLE_NAME), "1"),
         ("", "x"), (" ", "x"), ("a b", "x"), ("a=b", "x"), ("a\nb", "x"), ("a\x00", "x"), ("k" * 257, "x"),
         ("ok", "v" * 4097), ("ok", "a\x00b"),
     ]):
@@ -199,6 +230,8 @@ class TableTests(SynchronousTestCase):
 
 
 #: the body the old spawner's examples/cookie-routing/create-minions.sh sends (its scripts log in as foo/bar).
+#: Refused by default since issue 11: its health check is a URL (wakeproxy would request any URL a tenant
+#: names), and its router rule would outrank other routes (--allow-router-rules permits it).
 SEED_BODY = {
     "name": "minion-1",
     "network": "traefiknet",
@@ -214,18 +247,33 @@ SEED_BODY = {
     "envs": {"TZ": "Etc/UTC", "CONNSTR": "db 1", "IDLE": "1m"},
 }
 
+#: The seed's body as a default wakeproxy accepts it: a health-check path, no router rule (--router-labels
+#: writes the anchored one).
+SEED_BODY_ACCEPTED = dict(SEED_BODY, labels={k: v for k, v in dict(SEED_BODY["labels"], **{
+    "health-check": "/status"}).items() if not k.endswith(".rule")})
+
 
 class AcceptedTests(SynchronousTestCase):
     def check(self, doc, policy=CreatePolicy()):
         return check_deploy(parse_json(json.dumps(doc).encode()), policy)
 
     def test_seed_body(self):
-        spec = self.check(SEED_BODY)
+        spec = self.check(SEED_BODY_ACCEPTED)
         self.assertEqual(spec.name, "minion-1")
         self.assertEqual(spec.network, "traefiknet")
         self.assertEqual(spec.image, "mock-app:latest")
-        self.assertEqual(dict(spec.labels), SEED_BODY["labels"])
+        self.assertEqual(dict(spec.labels), SEED_BODY_ACCEPTED["labels"])
         self.assertEqual(dict(spec.env), SEED_BODY["envs"])
+
+    def test_seed_body_as_sent_is_refused_by_default(self):
+        """Its URL health check always; its router rule unless --allow-router-rules."""
+        with self.assertRaises(BodyError) as e:
+            self.check(SEED_BODY)
+        self.assertEqual({x.field for x in e.exception.errors},
+                         {"labels.health-check", "labels.traefik.http.routers.minion-1.rule"})
+        with self.assertRaises(BodyError) as e:
+            self.check(SEED_BODY, CreatePolicy(allow_router_rules=True))
+        self.assertEqual([x.field for x in e.exception.errors], ["labels.health-check"])
 
     def test_minimal_body(self):
         spec = self.check({"name": "ab", "image": "mock-app"})
@@ -245,7 +293,10 @@ class AcceptedTests(SynchronousTestCase):
             "wakeproxy.port": "9000",
             "wakeproxy.health-check": "/status",
         }
-        self.assertEqual(dict(self.check({"name": "m1", "image": "x", "labels": labels}).labels), labels)
+        policy = CreatePolicy(allow_router_rules=True)
+        self.assertEqual(dict(self.check({"name": "m1", "image": "x", "labels": labels}, policy).labels), labels)
+        without_rules = {k: v for k, v in labels.items() if not k.endswith(".rule")}
+        self.assertEqual(dict(self.check({"name": "m1", "image": "x", "labels": without_rules}).labels), without_rules)
 
     def test_images_allowed_by_globs(self):
         policy = CreatePolicy(allowed_images=("mock-app:*", "registry.local:5000/team/*"))

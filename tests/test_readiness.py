@@ -13,6 +13,7 @@ from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedEr
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
@@ -513,6 +514,43 @@ class ReadinessPlanTests(SynchronousTestCase):
             else:
                 self.assertEqual(self.successResultOf(d), 1, case)
                 self.assertEqual(prober.calls, [expected], case)
+
+    def test_tenantProbes(self):
+        """
+        Issue 11, findings 3 and 4: a tenant's container (label wakeproxy.owner) is probed on its own address
+        only (a URL in its health-check label is ignored and logged), and not at all on a port it may not use.
+        """
+        own = {"wakeproxy.owner": "alice"}
+        cases = [
+            ({"wakeproxy.port": "8080", "wakeproxy.health-check": "http://127.0.0.1:8008/login"}, "host",
+             ("tcp", "127.0.0.1", 8080), True),
+            ({"wakeproxy.port": "8080", "health-check": "//127.0.0.1:8008/login"}, "appnet",
+             ("tcp", "10.0.0.2", 8080), True),
+            ({"wakeproxy.health-check": "http://127.0.0.1:8008/login"}, "host", None, True),
+            ({"wakeproxy.port": "8080", "wakeproxy.health-check": "/healthz"}, "host",
+             ("http", "http://127.0.0.1:8080/healthz"), False),
+            ({"wakeproxy.port": "8008", "wakeproxy.health-check": "/login"}, "host", None, False),
+            ({"wakeproxy.port": "22"}, "host", None, False),
+            ({"wakeproxy.port": "8008"}, "appnet", ("tcp", "10.0.0.2", 8008), False),
+        ]
+        for labels, network_mode, expected, logs_ignored in cases:
+            case = (labels, network_mode)
+            logged = []
+            globalLogPublisher.addObserver(logged.append)
+            try:
+                prober = RecordingProber()
+                plan = ReadinessPlan(Clock(), prober, forbidden_ports={8000, 8008})
+                d = plan.probe(container(dict(labels, **own), network_mode))
+            finally:
+                globalLogPublisher.removeObserver(logged.append)
+            if expected is None:
+                self.assertIsNone(d, case)
+                self.assertEqual(prober.calls, [], case)
+            else:
+                self.assertEqual(self.successResultOf(d), 1, case)
+                self.assertEqual(prober.calls, [expected], case)
+            ignored = [e for e in logged if "ignored" in e.get("log_format", "")]
+            self.assertEqual(bool(ignored), logs_ignored, case)
 
     def test_probePolls(self):
         """The probe is a L{poll_until} loop on the plan's clock."""

@@ -1302,3 +1302,22 @@ class DrainTests(_WorldCase):
         self.assertEqual(world.waker.release_held(WakeFailure(503, "shutting down", retry_after=2)), 1)
         (answer,) = client.responses()
         self.assertEqual((answer.status, answer.header(b"retry-after")), (503, b"2"))
+
+
+class TenantPortTests(_WorldCase):
+    """A tenant's instance (owner label) is forwarded to only within the allowed ports; answers name no address."""
+
+    def test_port_outside_the_allowed_ranges_is_refused(self):
+        world = self.world(labels={"wakeproxy.owner": "bob", "wakeproxy.port": "22"})
+        client = world.client()
+        client.send(request(b"GET /"))
+        (answer,) = client.responses()
+        self.assertEqual(answer.status, 502)
+        self.assertNotIn("22", answer.json()["detail"])
+        self.assertEqual(world.reactor.tcpClients, [])
+
+    def test_operators_instances_are_trusted(self):
+        world = self.world(labels={"wakeproxy.port": "22"})
+        client = world.client()
+        client.send(request(b"GET /"))
+        self.assertEqual(world.reactor.tcpClients[-1][1], 22)

@@ -1,27 +1,119 @@
 """
 One conformance suite for every L{IContainerRuntime}: the in-memory fake and the real Docker engine
 must behave the same, so unit tests written against the fake mean something.
+
+Engine failures are part of it: the Docker runtime gets a L{FailingClient} (the SDK's client, whose chosen
+calls raise what the SDK raises when the engine times out, resets the connection or answers 500, before
+or after doing the work), the fake the same failures by name (L{MemoryRuntime.fail_next}); both must
+answer them as L{EngineFailure}s and leave no container behind from a create that failed.
 """
 
 import time
 
+import docker.errors
 import pytest
+import requests
+import requests.exceptions
+import urllib3.exceptions
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from tests.support import DOCKER_URL, MOCK_IMAGE, docker_client, free_port, remove_containers, unique_name
-from wakeproxy.dockerruntime import DockerRuntime, container_from_summary
-from wakeproxy.memoryruntime import MemoryRuntime
+from wakeproxy.dockerruntime import DockerRuntime, container_from_inspect, container_from_summary
+from wakeproxy.memoryruntime import FAULTS, MemoryRuntime
 from wakeproxy.runtime import (
+    CREATING,
     CreateSpec,
+    EngineFailure,
+    EngineUnavailable,
     IContainerRuntime,
     NameInUse,
     NoSuchImage,
     NoSuchInstance,
     OwnerLabel,
     RuntimeFailure,
+    WrongState,
 )
+
+#: The failure kinds both runtimes can be given (names of L{FAULTS}).
+KINDS = tuple(sorted(FAULTS))
+#: What the SDK's errors say that an API client must never see.
+_INTERNALS = ("/var/run", "docker.sock", "localhost", "127.0.0.1", "Pool", "http+docker")
+
+
+def sdk_error(kind: str) -> Exception:
+    """What the Docker SDK (7.x, on requests and urllib3) raises when the engine fails in this way."""
+    where = "UnixHTTPConnectionPool(host='localhost', port=None)"
+    if kind == "timeout":
+        return requests.exceptions.ReadTimeout(urllib3.exceptions.ReadTimeoutError(
+            None, "/v1.41/containers/create", "{}: Read timed out. (read timeout=60)".format(where)))
+    if kind == "reset":
+        return requests.exceptions.ConnectionError(urllib3.exceptions.ProtocolError(
+            "Connection aborted.", ConnectionResetError(104, "Connection reset by peer")))
+    if kind == "refused":
+        return requests.exceptions.ConnectionError("{}: Max retries exceeded with url: /v1.41/containers/json "
+                                                   "(Caused by FileNotFoundError(2, 'No such file or directory: "
+                                                   "/var/run/docker.sock'))".format(where))
+    if kind == "protocol":
+        return urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead(0 bytes read, 2 more expected)")
+    if kind == "socket":
+        return ConnectionResetError(104, "Connection reset by peer")
+    if kind == "server-error":
+        response = requests.Response()
+        response.status_code = 500
+        return docker.errors.APIError("500 Server Error for http+docker://localhost/v1.41/containers/create",
+                                      response=response, explanation="injected server error")
+    raise ValueError(kind)
+
+
+class FailurePlan:
+    """Which SDK calls fail, how, and whether before or after the engine did the work."""
+
+    def __init__(self):
+        self._plans = []
+
+    def add(self, method: str, error: Exception, after: bool = False, times: int = 1) -> None:
+        self._plans.append([method, error, after, times])
+
+    def take(self, method: str, after: bool):
+        for plan in self._plans:
+            if plan[0] == method and plan[2] == after:
+                plan[3] -= 1
+                if plan[3] <= 0:
+                    self._plans.remove(plan)
+                return plan[1]
+        return None
+
+
+class FailingClient:
+    """A C{docker.APIClient} whose calls fail as L{FailurePlan} says; everything else is the real client's."""
+
+    def __init__(self, client, plan: FailurePlan):
+        self._client = client
+        self._plan = plan
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            error = self._plan.take(name, after=False)
+            if error is not None:
+                raise error
+            result = attr(*args, **kwargs)
+            error = self._plan.take(name, after=True)
+            if error is not None:
+                raise error
+            return result
+
+        return call
+
+
+#: The runtime operations failures are injected into, and the SDK call each one makes.
+SDK_METHODS = {"create": "create_container", "start": "start", "stop": "stop", "pause": "pause",
+               "unpause": "unpause", "remove": "remove_container", "pull": "pull", "list": "containers"}
 
 
 class RuntimeConformanceMixin:
@@ -38,6 +130,18 @@ class RuntimeConformanceMixin:
         raise NotImplementedError
 
     def start_behind_our_back(self, name: str) -> None:
+        raise NotImplementedError
+
+    def create_managed_by_hand(self, name: str) -> None:
+        """A managed container left in state created by someone else (no create mark)."""
+        raise NotImplementedError
+
+    def inject(self, op: str, kind: str, after: bool = False, times: int = 1) -> None:
+        """Make the next C{times} calls of C{op} fail as the engine does for C{kind} (see L{KINDS})."""
+        raise NotImplementedError
+
+    def engine_has(self, name: str) -> bool:
+        """Whether the engine has a container of this name, whatever the runtime's cache says."""
         raise NotImplementedError
 
     def setUp(self):
@@ -155,6 +259,122 @@ class RuntimeConformanceMixin:
         yield self.runtime.remove(name, force=True)
         yield self.wait_for(lambda: (name, None) in seen)
 
+    # engine failures
+
+    def assert_engine_failure(self, failure_value, timed_out=None):
+        self.assertIsInstance(failure_value, EngineFailure)
+        self.assertEqual((failure_value.status, failure_value.retry_after), (503, 5))
+        for internal in _INTERNALS:
+            self.assertNotIn(internal, str(failure_value))
+        if timed_out is not None:
+            self.assertEqual(failure_value.timed_out, timed_out)
+
+    @defer.inlineCallbacks
+    def test_every_engine_failure_is_a_503_runtime_failure(self):
+        """Each kind of failure, on each operation, is an EngineFailure; the next call works again."""
+        name = unique_name()
+        yield self.runtime.create(self.spec(name, init=True))  # an init: the app stops at once on SIGTERM
+        for kind in KINDS:
+            # each operation fails once, on a container in the state it needs, then works
+            for op, call in [("start", lambda: self.runtime.start(name)),
+                             ("pause", lambda: self.runtime.pause(name)),
+                             ("unpause", lambda: self.runtime.unpause(name)),
+                             ("stop", lambda: self.runtime.stop(name, 5))]:
+                self.inject(op, kind)
+                error = yield self.assertFailure(call(), RuntimeFailure)
+                self.assert_engine_failure(error)
+                self.assertEqual(isinstance(error, EngineUnavailable), kind != "server-error", (op, kind))
+                yield call()
+        self.inject("remove", "timeout")
+        error = yield self.assertFailure(self.runtime.remove(name), EngineUnavailable)
+        self.assert_engine_failure(error, timed_out=True)
+        yield self.runtime.remove(name)
+        self.assertFalse(self.engine_has(name))
+
+    @defer.inlineCallbacks
+    def test_lost_answer_to_a_start(self):
+        """The engine started it but the answer was lost: a failure, and the cache catches up."""
+        name = unique_name()
+        yield self.runtime.create(self.spec(name))
+        self.inject("start", "timeout", after=True)
+        yield self.assertFailure(self.runtime.start(name), EngineUnavailable)
+        yield self.wait_for(lambda: self.runtime.get(name).state == "running", timeout=3)
+        yield self.runtime.remove(name, force=True)
+
+    @defer.inlineCallbacks
+    def test_failed_creates_leave_nothing_behind(self):
+        """Failures before and after the engine made the container: none is left, in the engine or the cache."""
+        for kind in KINDS:
+            for after in (False, True):
+                name = unique_name()
+                self.inject("create", kind, after=after)
+                error = yield self.assertFailure(self.runtime.create(self.spec(name)), RuntimeFailure)
+                self.assert_engine_failure(error)
+                self.assertFalse(self.engine_has(name), (kind, after))
+                yield self.wait_for(lambda: self.runtime.get(name) is None, timeout=3)
+        # the runtime still works
+        name = unique_name()
+        yield self.runtime.create(self.spec(name))
+        self.assertTrue(self.engine_has(name))
+
+    @defer.inlineCallbacks
+    def test_rollback_retries_while_the_engine_is_slow(self):
+        name = unique_name()
+        self.inject("create", "timeout", after=True)
+        self.inject("remove", "timeout", times=2)
+        yield self.assertFailure(self.runtime.create(self.spec(name)), EngineUnavailable)
+        yield self.wait_for(lambda: not self.engine_has(name), timeout=5)
+
+    @defer.inlineCallbacks
+    def test_leftover_of_a_create_is_swept(self):
+        """The engine went away before the rollback: the container stays in created until a sweep."""
+        name = unique_name()
+        self.inject("create", "timeout", after=True)
+        self.inject("remove", "refused")
+        yield self.assertFailure(self.runtime.create(self.spec(name)), EngineUnavailable)
+        self.assertTrue(self.engine_has(name))
+        removed = yield self.runtime.sweep_leftovers()
+        self.assertEqual(removed, [], "younger than the grace period: a create may still be under way")
+        self.assertTrue(self.engine_has(name))
+        removed = yield self.runtime.sweep_leftovers(grace=0)
+        self.assertEqual(removed, [name])
+        self.assertFalse(self.engine_has(name))
+        yield self.wait_for(lambda: self.runtime.get(name) is None, timeout=3)
+
+    @defer.inlineCallbacks
+    def test_sweep_spares_started_and_handmade_containers(self):
+        started, handmade = unique_name(), unique_name()
+        yield self.runtime.create(self.spec(started))
+        yield self.runtime.start(started)
+        self.create_managed_by_hand(handmade)
+        yield self.wait_for(lambda: self.runtime.get(handmade) is not None, timeout=3)
+        self.assertEqual(self.runtime.get(handmade).state, "created")
+        self.assertEqual(self.runtime.get(handmade).creating, "")
+        self.assertNotEqual(self.runtime.get(started).creating, "")
+        self.assertNotIn(CREATING, self.runtime.get(started).labels)
+        removed = yield self.runtime.sweep_leftovers(grace=0)
+        self.assertNotIn(started, removed)
+        self.assertNotIn(handmade, removed)
+        self.assertTrue(self.engine_has(started) and self.engine_has(handmade))
+        yield self.runtime.remove(started, force=True)
+        yield self.runtime.remove(handmade, force=True)
+
+    @defer.inlineCallbacks
+    def test_failed_sweep(self):
+        self.inject("list", "reset")
+        error = yield self.assertFailure(self.runtime.sweep_leftovers(grace=0), EngineUnavailable)
+        self.assert_engine_failure(error, timed_out=False)
+
+    @defer.inlineCallbacks
+    def test_wrong_states_are_conflicts(self):
+        name = unique_name()
+        yield self.runtime.create(self.spec(name))
+        yield self.assertFailure(self.runtime.unpause(name), WrongState)
+        yield self.runtime.start(name)
+        error = yield self.assertFailure(self.runtime.remove(name), WrongState)
+        self.assertEqual(error.status, 409)
+        yield self.runtime.remove(name, force=True)
+
     @defer.inlineCallbacks
     def test_unwatch(self):
         seen = []
@@ -179,6 +399,15 @@ class MemoryRuntimeTests(RuntimeConformanceMixin, TestCase):
     def start_behind_our_back(self, name):
         self.runtime.start_behind_our_back(name)
 
+    def create_managed_by_hand(self, name):
+        self.runtime.add_managed(name, state="created")
+
+    def inject(self, op, kind, after=False, times=1):
+        self.runtime.fail_next(op, kind, after=after, times=times)
+
+    def engine_has(self, name):
+        return self.runtime.engine_has(name)
+
     @defer.inlineCallbacks
     def test_pull_makes_a_pullable_image_local(self):
         self.runtime.pullable.add("other:1")
@@ -192,11 +421,20 @@ class MemoryRuntimeTests(RuntimeConformanceMixin, TestCase):
 class DockerRuntimeTests(RuntimeConformanceMixin, TestCase):
     timeout = 60
 
-    def make_runtime(self):
+    def make_runtime(self, **kw):
         self.client = docker_client()
-        self.names = []
+        self.names = getattr(self, "names", [])
+        self.plan = FailurePlan()
         owner = OwnerLabel("wakeproxy.test", unique_name("owner"))
-        runtime = DockerRuntime(reactor, DOCKER_URL, owner)
+        clients = []
+
+        def client_factory(**options):
+            client = docker.APIClient(**options)
+            clients.append(client)
+            # the first client is the one operations use; the event thread's own are left alone
+            return FailingClient(client, self.plan) if len(clients) == 1 else client
+
+        runtime = DockerRuntime(reactor, DOCKER_URL, owner, client_factory=client_factory, **kw)
         runtime.startService()
         self.addCleanup(self._cleanup, runtime)
         return runtime
@@ -224,6 +462,36 @@ class DockerRuntimeTests(RuntimeConformanceMixin, TestCase):
     def start_behind_our_back(self, name):
         self.client.start(name)
 
+    def create_managed_by_hand(self, name):
+        self.names.append(name)
+        self.client.create_container(MOCK_IMAGE, name=name, labels={self.runtime.owner.key: self.runtime.owner.value},
+                                     host_config=self.client.create_host_config(network_mode="host"))
+
+    def inject(self, op, kind, after=False, times=1):
+        self.plan.add(SDK_METHODS[op], sdk_error(kind), after=after, times=times)
+
+    def engine_has(self, name):
+        try:
+            self.client.inspect_container(name)
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    @defer.inlineCallbacks
+    def test_reconnect_sweeps_leftovers(self):
+        """Every (re)connect of the event stream sweeps leftovers before its resync."""
+        self.runtime = self.make_runtime(leftover_grace=0)
+        yield self.runtime.ready()
+        name = unique_name()
+        self.inject("create", "timeout", after=True)
+        self.inject("remove", "refused")
+        yield self.assertFailure(self.runtime.create(self.spec(name)), EngineUnavailable)
+        self.assertTrue(self.engine_has(name))
+        connections = self.runtime.connections
+        self.runtime._stream.close()  # as when dockerd restarts
+        yield self.wait_for(lambda: self.runtime.connections > connections and not self.engine_has(name), timeout=10)
+        self.assertIsNone(self.runtime.get(name))
+
     @defer.inlineCallbacks
     def test_health_from_events(self):
         """A HEALTHCHECK's status reaches the cache from the event stream, no polling."""
@@ -246,6 +514,18 @@ class DockerRuntimeTests(RuntimeConformanceMixin, TestCase):
 
 class SummaryParsingTests(TestCase):
     """The resync parses the list call's summaries without an inspect per container."""
+
+    def test_created_time_and_mark(self):
+        """Summaries and inspects agree on the creation time (whole seconds) and keep the mark out of the labels."""
+        labels = {"k": "v", CREATING: "t0k3n"}
+        summary = container_from_summary({"Id": "a" * 64, "Names": ["/m1"], "State": "created", "Status": "Created",
+                                          "Created": 1764438562, "Labels": labels})
+        inspect = container_from_inspect({"Id": "a" * 64, "Name": "/m1", "Created": "2025-11-29T17:49:22.152751313Z",
+                                          "State": {"Status": "created"}, "Config": {"Labels": labels}})
+        for c in (summary, inspect):
+            self.assertEqual((c.created, c.creating, dict(c.labels)), (1764438562, "t0k3n", {"k": "v"}))
+        bad = container_from_inspect({"Id": "b", "Name": "/x", "Created": "yesterday", "State": {}, "Config": {}})
+        self.assertEqual((bad.created, bad.creating), (0, ""))
 
     def test_table(self):
         base = {"Id": "a" * 64, "Names": ["/m1"], "Image": "mock-app:latest", "Labels": {"k": "v"},

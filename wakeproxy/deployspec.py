@@ -7,6 +7,10 @@ another instance's routes nor wakeproxy's ownership).
 The deploy body is the seed's C{{"name", "network", "image", "labels", "envs"}}, with lower-case keys
 only. C{name} and C{image} are required; C{labels} and C{envs} map strings to strings. Nothing in it can
 ask for privileges, bind mounts or capabilities: there are no such keys, and unknown keys are refused.
+
+Every instance created through the API belongs to a tenant, whose labels may not aim wakeproxy (or
+Traefik) anywhere else: see L{label_errors} for what they may say. The API calls
+C{policy.check(doc, owner=user, lookup=runtime.get)}.
 """
 
 from __future__ import annotations
@@ -15,10 +19,27 @@ import fnmatch
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
-from .labels import PORT, ROUTER
-from .runtime import CreateSpec, OwnerLabel
+from .labels import (
+    DEFAULT_ALLOW_PORTS,
+    DEPENDS_ON,
+    GROUP,
+    HEALTH_CHECK,
+    OWNER,
+    PORT,
+    ROUTER,
+    SEED_HEALTH_CHECK,
+    Lookup,
+    health_check_problem,
+    instance_owns,
+    owner_of,
+    port_problem,
+    router_labels,
+    router_rule,
+    traefik_label_problem,
+)
+from .runtime import CREATING, CreateSpec, OwnerLabel
 from .selector import valid_instance_name
 
 __all__ = [
@@ -27,7 +48,11 @@ __all__ = [
     "FieldError",
     "check_deploy",
     "check_login",
+    "label_errors",
+    "listening_ports",
     "parse_json",
+    "router_labels",
+    "router_rule",
 ]
 
 DEFAULT_NAME_PATTERN = "^[a-z0-9][a-z0-9-]{0,62}$"
@@ -39,10 +64,10 @@ MAX_VALUE = 4096
 MAX_IMAGE = 255
 MAX_NETWORK = 128
 MAX_LOGIN_FIELD = 1024
-#: Owner keys nobody may set through the API, whatever --owner-label says.
-RESERVED_OWNER_KEYS = ("wakeproxy.managed",)
-#: Traefik label families whose fourth segment names a router, service, middleware... of one instance.
-_TRAEFIK_PROTOCOLS = ("http", "tcp", "udp")
+#: Keys (and key prefixes) nobody may set through the API, whatever --owner-label says: wakeproxy's marks.
+RESERVED_OWNER_KEYS = ("wakeproxy.managed", OWNER, CREATING)
+_GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ENDPOINT_PORT_KINDS = ("tcp", "tcp6", "ssl")
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LABEL_KEY_RE = re.compile(r"[^ =\x00-\x1f\x7f]+")
@@ -89,12 +114,69 @@ class CreatePolicy:
     #: image globs (fnmatch); empty: any local image.
     allowed_images: Sequence[str] = field(default_factory=tuple)
     allow_host_network: bool = False
+    #: inclusive port ranges a tenant's C{wakeproxy.port} may be in (--allow-port).
+    allow_ports: Sequence[tuple[int, int]] = DEFAULT_ALLOW_PORTS
+    #: wakeproxy's own listening ports: refused with host networking, where 127.0.0.1:<port> is wakeproxy.
+    forbidden_ports: frozenset = frozenset()
+    #: whether tenants may set a router's C{rule} and C{priority} (--allow-router-rules).
+    allow_router_rules: bool = False
+    #: whether wakeproxy writes each instance's Traefik router labels itself (--router-labels), with a
+    #: rule for C{select} (the --select spec) and C{keep_path}.
+    router_labels: bool = False
+    select: str = "cookie:instance"
+    keep_path: bool = False
 
     @classmethod
     def from_options(cls, options) -> "CreatePolicy":
+        listeners = list(options.get("listen") or ()) + [options.get("api-listen") or ""]
         return cls(owner=options["owner-label"], name_pattern=options["name-pattern"],
                    allowed_images=tuple(options["allow-image"]),
-                   allow_host_network=bool(options["allow-host-network"]))
+                   allow_host_network=bool(options["allow-host-network"]),
+                   allow_ports=tuple(tuple(r) for r in options.get("allow-port") or ()) or DEFAULT_ALLOW_PORTS,
+                   forbidden_ports=listening_ports(listeners),
+                   allow_router_rules=bool(options.get("allow-router-rules")),
+                   router_labels=bool(options.get("router-labels")),
+                   select=options.get("select") or "cookie:instance", keep_path=bool(options.get("keep-path")))
+
+    def check(self, doc: Any, owner: Optional[str] = None, lookup: Optional[Lookup] = None) -> CreateSpec:
+        """L{check_deploy} under this policy: the spec for C{owner}'s deploy body, or L{BodyError}."""
+        return check_deploy(doc, self, owner, lookup)
+
+
+def listening_ports(descriptions: Iterable[str]) -> frozenset:
+    """
+    The TCP ports of Twisted server endpoint strings (C{tcp:8000}, C{tcp:port=8008:interface=127.0.0.1},
+    C{ssl:443:privateKey=...}, C{tcp6:8000}); others (C{unix:}, port 0) have none.
+    """
+    ports = set()
+    for description in descriptions:
+        parts = _endpoint_parts(description or "")
+        if not parts or parts[0].lower() not in _ENDPOINT_PORT_KINDS:
+            continue
+        positional = [p for p in parts[1:] if "=" not in p]
+        keywords = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+        raw = keywords.get("port", positional[0] if positional else "")
+        if raw.isascii() and raw.isdigit() and 0 < int(raw) < 65536:
+            ports.add(int(raw))
+    return frozenset(ports)
+
+
+def _endpoint_parts(description: str) -> list[str]:
+    """Split an endpoint string at its colons, as Twisted does (a backslash escapes the next character)."""
+    parts, current, escaped = [], [], False
+    for char in description:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
 
 
 class _DuplicateKey(ValueError):
@@ -148,8 +230,16 @@ def check_login(doc: Any) -> tuple[str, str]:
     return values["username"], values["password"]
 
 
-def check_deploy(doc: Any, policy: CreatePolicy) -> CreateSpec:
-    """The L{CreateSpec} a deploy body asks for, or L{BodyError} (422) listing everything wrong with it."""
+def check_deploy(doc: Any, policy: CreatePolicy, owner: Optional[str] = None,
+                 lookup: Optional[Lookup] = None) -> CreateSpec:
+    """
+    The L{CreateSpec} a deploy body asks for, or L{BodyError} (422) listing everything wrong with it.
+
+    C{owner}: the user creating it; the spec then carries C{wakeproxy.owner=<owner>}. C{lookup}: the
+    runtime's C{get}, to check that C{wakeproxy.depends-on} names only the owner's own instances (without
+    it, no dependency can be accepted). With C{policy.router_labels} the spec also carries the
+    instance's Traefik router labels, written by wakeproxy.
+    """
     errors = _unknown_keys(doc, DEPLOY_KEYS)
     if not isinstance(doc, dict):
         _raise(errors)
@@ -177,50 +267,86 @@ def check_deploy(doc: Any, policy: CreatePolicy) -> CreateSpec:
     envs = _string_map(doc, "envs", errors, _ENV_NAME_RE, "an environment variable name "
                                                           "([A-Za-z_][A-Za-z0-9_]*)")
     if labels is not None and name is not None:
-        errors.extend(label_errors(labels, name, policy.owner))
+        errors.extend(label_errors(labels, name, policy, network, owner, lookup))
     _raise(errors)
-    return CreateSpec(name=name, image=image, labels=labels or {}, env=envs or {}, network=network)
+    labels = dict(labels or {})
+    if policy.router_labels:
+        try:
+            written = router_labels(name, policy.select, policy.keep_path, labels.get(PORT))
+        except ValueError as e:
+            raise BodyError(422, str(e), [FieldError("labels", str(e))])
+        written.update(labels)  # what the tenant may set itself wins
+        labels = written
+    if owner is not None:
+        labels[OWNER] = owner
+    return CreateSpec(name=name, image=image, labels=labels, env=envs or {}, network=network)
 
 
-def label_errors(labels: dict[str, str], name: str, owner: OwnerLabel) -> list[FieldError]:
+def label_errors(labels: dict[str, str], name: str, policy: CreatePolicy, network: Optional[str] = None,
+                 owner: Optional[str] = None, lookup: Optional[Lookup] = None) -> list[FieldError]:
     """
-    Labels a caller may not set on instance C{name}: the owner label (or any key like it), Traefik
-    routers, services or middlewares of another instance (their name must be C{name} or start with
-    C{name-}), a router's C{service} that is not the instance's own, a C{wakeproxy.router} that is not its
-    own, and a C{wakeproxy.port} that is not a port number.
+    Labels a tenant may not set on instance C{name} (on C{network}, for C{owner}), each a L{FieldError}:
+
+     - wakeproxy's marks: the owner label (or any key like it), C{wakeproxy.owner}, C{wakeproxy.creating};
+     - C{wakeproxy.port} that is not a port, is outside C{policy.allow_ports}, or, with host networking,
+       is one of wakeproxy's own listening ports; C{wakeproxy.router} that is not the instance's own;
+     - C{wakeproxy.health-check} (and the seed's C{health-check}) that is not a path: it is probed on the
+       instance's own address, never a URL;
+     - C{wakeproxy.depends-on} naming anything but C{owner}'s own existing instances (missing and
+       someone else's are refused alike), or the instance itself; C{wakeproxy.group} that is not a plain
+       name (groups are per owner, see L{wakeproxy.labels.group});
+     - C{traefik.*} keys, parsed strictly (see L{wakeproxy.labels.traefik_label_problem}).
     """
     errors = []
-    reserved = {owner.key.lower()} | set(RESERVED_OWNER_KEYS)
+    reserved = {policy.owner.key.casefold()} | set(RESERVED_OWNER_KEYS)
     for key, value in labels.items():
         where = "labels.{}".format(key)
-        lowered = key.lower()
-        if lowered in reserved or any(lowered.startswith(k) for k in RESERVED_OWNER_KEYS):
+        folded = key.casefold()
+        if folded in reserved or any(folded.startswith(k) for k in RESERVED_OWNER_KEYS):
             errors.append(FieldError(where, "{} marks the containers wakeproxy owns; wakeproxy sets it "
                                             "itself".format(_quote(key))))
-            continue
-        parts = key.split(".")
-        if parts[0].lower() == "traefik" and len(parts) > 1 and parts[1].lower() in _TRAEFIK_PROTOCOLS:
-            if len(parts) < 5 or not all(parts):
-                errors.append(FieldError(where, "{} is not a Traefik label of the form traefik.{}.<kind>.<name>."
-                                                "<setting>".format(_quote(key), parts[1].lower())))
-            elif not _owns(parts[3], name):
-                errors.append(FieldError(where, "{} belongs to {} {!r}, which instance {} may not claim: use "
-                                                "{!r} or a name starting with {!r}".format(
-                                                    _quote(key), parts[2], parts[3], name, name, name + "-")))
-            elif parts[2].lower() == "routers" and parts[4].lower() == "service" and not _owns(
-                    value.split("@", 1)[0] if value.endswith("@docker") else value, name):
-                errors.append(FieldError(where, "a router of instance {} may only use its own services, not "
-                                                "{}".format(name, _quote(value))))
-        elif key == ROUTER and not _owns(value, name):
+        elif key.split(".", 1)[0].casefold() == "traefik":
+            problem = traefik_label_problem(key, value, name, policy.allow_router_rules, policy.router_labels)
+            if problem is not None:
+                errors.append(FieldError(where, problem))
+        elif key == ROUTER and not instance_owns(value, name):
             errors.append(FieldError(where, "instance {} may only name its own router ({!r} or starting with "
                                             "{!r}), not {}".format(name, name, name + "-", _quote(value))))
-        elif key == PORT and not (value.isdigit() and value.isascii() and 0 < int(value) < 65536):
-            errors.append(FieldError(where, "{} must be a port number (1-65535), not {}".format(PORT, _quote(value))))
+        elif key == PORT:
+            if not (value.isdigit() and value.isascii() and 0 < int(value) < 65536):
+                errors.append(FieldError(where, "{} must be a port number (1-65535), not {}".format(
+                    PORT, _quote(value))))
+            else:
+                problem = port_problem(int(value), network == "host", policy.allow_ports, policy.forbidden_ports)
+                if problem is not None:
+                    errors.append(FieldError(where, "{}: {} (--allow-port)".format(PORT, problem)))
+        elif key in (HEALTH_CHECK, SEED_HEALTH_CHECK):
+            problem = health_check_problem(value)
+            if problem is not None:
+                errors.append(FieldError(where, "{} {}, not {}".format(key, problem, _quote(value))))
+        elif key == DEPENDS_ON:
+            errors.extend(FieldError(where, e) for e in _dependency_errors(value, name, owner, lookup))
+        elif key == GROUP and _GROUP_RE.fullmatch(value) is None:
+            errors.append(FieldError(where, "{} must be a group name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 128), "
+                                            "not {}".format(GROUP, _quote(value))))
     return errors
 
 
-def _owns(object_name: str, name: str) -> bool:
-    return object_name == name or object_name.startswith(name + "-")
+def _dependency_errors(value: str, name: str, owner: Optional[str], lookup: Optional[Lookup]) -> list[str]:
+    names = [n.strip() for n in value.split(",")]
+    if not all(names):
+        return ["{} is a comma-separated list of instance names, without empty entries".format(DEPENDS_ON)]
+    errors = []
+    for other_name in names:
+        if other_name == name:
+            errors.append("instance {} may not depend on itself".format(name))
+            continue
+        other = lookup(other_name) if lookup is not None and valid_instance_name(other_name) else None
+        if other is None or owner_of(other) != owner:
+            # Missing and someone else's are answered alike: the answer tells no one which names exist.
+            errors.append("{} is not one of your instances: an instance may only depend on instances of the same "
+                          "owner, created before it".format(_quote(other_name)))
+    return errors
 
 
 def _image_errors(image: str, policy: CreatePolicy) -> list[FieldError]:

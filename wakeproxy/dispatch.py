@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from . import answers
 from .upstreampool import Upstream
 from .headers import is_origin_form
-from .labels import AddressError, direct_address, idle_tunnel, loading_page
+from .labels import DEFAULT_ALLOW_PORTS, AddressError, direct_address, idle_tunnel, loading_page, port_allowed
 from .loadingpage import STATUS_HEADER
 from .runtime import IContainerRuntime
 from .selector import Head, Selection
@@ -72,7 +72,8 @@ class Dispatcher:
     def __init__(self, selector: Callable[[Head], Selection], runtime: IContainerRuntime, waker: Waker,
                  upstream: Optional[Upstream] = None, home_url: str = "/home", max_upstream_per_instance: int = 64,
                  policy: Optional[WakePolicy] = None, loading_page: bool = False, home_path: Optional[str] = None,
-                 home_upstream: Optional[Upstream] = None, idle_tunnel: str = "data", clock=None, gate=None):
+                 home_upstream: Optional[Upstream] = None, idle_tunnel: str = "data", clock=None, gate=None,
+                 ports=None):
         self._selector = selector
         self._reads = getattr(selector, "reads", None)  # the one header a selection depends on, if any
         self._selections: dict = {}
@@ -91,6 +92,8 @@ class Dispatcher:
         self._tunnels: dict[str, set] = {}
         self._clock = clock
         self._gate = gate  # who may use an instance (gate.py); None: everyone (--access open)
+        #: (allowed port ranges, wakeproxy's own ports) for tenants' instances in direct mode
+        self._ports = ports or (DEFAULT_ALLOW_PORTS, ())
         self._synced = False
         runtime.watch(self._forget)
         runtime.ready().addCallback(self._sync_done)
@@ -235,7 +238,8 @@ class Dispatcher:
         exchange.on_gone = None
         extra = ()
         if report is not None:
-            extra = ((b"Server-Timing", report.server_timing()), (b"X-Wakeproxy-Woke", b"1"))
+            exchange.woke = report.server_timing()
+            extra = ((b"Server-Timing", exchange.woke), (b"X-Wakeproxy-Woke", b"1"))
         self._forward(exchange, name, uri, extra, True)
 
     def _wake_failed(self, failure, exchange) -> None:
@@ -262,6 +266,12 @@ class Dispatcher:
             if cached is not None and cached[0] is container:
                 upstream = cached[1]  # same snapshot as last time: same address
             else:
+                refused = port_allowed(container, *self._ports)
+                if refused is not None:
+                    self.log.warn("not forwarding to {instance}: {why}", instance=name, why=refused)
+                    exchange.answer(answers.problem(502, "instance {} has no address wakeproxy may forward to (see "
+                                                         "wakeproxy's log)".format(name)))
+                    return
                 try:
                     upstream = Upstream("http", *direct_address(container))
                 except AddressError as e:

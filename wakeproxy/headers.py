@@ -54,7 +54,7 @@ FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-p
                         b"forwarded", b"x-real-ip"})
 
 #: request headers whose first value the proxy reads (noted while parsing, so nothing scans twice)
-NOTED = frozenset({b"accept", b"user-agent", b"x-wakeproxy-status"})
+NOTED = frozenset({b"accept", b"user-agent", b"x-wakeproxy-status", b"referer"})
 
 
 def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, upstream=None,

@@ -28,11 +28,12 @@ __all__ = ["IdleStopper", "sleep_order"]
 def sleep_order(members: list[Container]) -> list[Container]:
     """Members ordered so that every instance comes before the ones it depends on."""
     names = {c.name for c in members}
+    lookup = {c.name: c for c in members}.get
     ordered: list[Container] = []
     placed: set[str] = set()
     remaining = list(members)
     while remaining:
-        needed = {dep for c in remaining for dep in depends_on(c) if dep in names and c.name not in placed}
+        needed = {dep for c in remaining for dep in depends_on(c, lookup) if dep in names and c.name not in placed}
         ready = [c for c in remaining if c.name not in needed] or remaining[:1]  # a cycle: break it anywhere
         for c in ready:
             ordered.append(c)
@@ -75,7 +76,7 @@ class IdleStopper(Service):
     def sweep(self) -> None:
         now = self._clock.seconds()
         running = [c for c in self._runtime.list() if c.running]
-        depended = {dep for c in running for dep in depends_on(c)}
+        depended = {dep for c in running for dep in depends_on(c, self._runtime.get)}
         units: dict[str, list[Container]] = {}
         for c in running:
             units.setdefault("group:" + group(c) if group(c) else "instance:" + c.name, []).append(c)
@@ -89,7 +90,7 @@ class IdleStopper(Service):
                 self._sleep_unit(key, sleep_order(members))
 
     def _only_members_depend(self, name: str, running: list[Container], members: set[str]) -> bool:
-        return all(c.name in members for c in running if name in depends_on(c))
+        return all(c.name in members for c in running if name in depends_on(c, self._runtime.get))
 
     def _expired(self, container: Container, now: float) -> bool:
         deadline = self.deadline(container)

@@ -15,9 +15,12 @@ from twisted.internet.ssl import Certificate
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
 from .access import COOKIE
+from .accesslog import AccessLog
+from .deployspec import listening_ports
 from .dispatch import Dispatcher
 from .gate import ForwardAuthGate, SignedGate
 from .idle import IdleStopper
+from .labels import DEFAULT_ALLOW_PORTS
 from .metrics import Registry
 from .readiness import Prober, ReadinessPlan
 from .relay import RelayFactory, Timeouts
@@ -40,8 +43,10 @@ class ProxyService(Service):
         if options["upstream-ca"]:
             with open(options["upstream-ca"], "rb") as f:
                 tls_policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
+        allow_ports = tuple(tuple(r) for r in options.get("allow-port") or ()) or DEFAULT_ALLOW_PORTS
+        own_ports = listening_ports(list(options["listen"]) + [options["api-listen"]])
         plan = ReadinessPlan(reactor, Prober(reactor), direct=direct, traefik_api=options["traefik-api"],
-                             ready_delay=options["ready-delay"])
+                             ready_delay=options["ready-delay"], allow_ports=allow_ports, forbidden_ports=own_ports)
         self.metrics = metrics
         self._drain_timeout = options.get("drain-timeout", 10.0)
         self.waker = Waker(reactor, runtime, plan, wake_timeout=options["wake-timeout"],
@@ -57,7 +62,7 @@ class ProxyService(Service):
             home_upstream=upstream_from_url(options["home-upstream"] or options["upstream"])
             if (options["home-upstream"] or not direct) else None,
             idle_tunnel=options["idle-tunnel"], clock=reactor,
-            gate=_gate(options, reactor, tls_policy))
+            gate=_gate(options, reactor, tls_policy), ports=(allow_ports, own_ports))
         self.pool = UpstreamPool(reactor, connect_timeout=options["connect-timeout"],
                                  idle_timeout=options["upstream-idle-timeout"], tls_policy=tls_policy)
         self.relay = RelayFactory(
@@ -65,7 +70,9 @@ class ProxyService(Service):
             Timeouts(options["head-timeout"], options["body-timeout"], options["keepalive-timeout"],
                      options["upstream-timeout"]),
             max_head=options["max-head-bytes"], max_body=options["max-body"],
-            trusted=_trust(options["trusted-proxy"]))
+            trusted=_trust(options["trusted-proxy"]),
+            access_log=AccessLog.open(options["access-log"], options.get("access-log-format") or "json")
+            if options.get("access-log") else None)
 
     def activity(self, container) -> dict:
         """What the deploy API shows of an instance's activity (see L{Waker.describe})."""

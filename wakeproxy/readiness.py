@@ -11,7 +11,7 @@ How wakeproxy tells that a woken app is ready, without waiting on slow timers: p
 from __future__ import annotations
 
 import json
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -22,7 +22,15 @@ from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
 from .httpclient import QuietPool, make_agent
-from .labels import AddressError, direct_address, health_check_url, router_name
+from .labels import (
+    DEFAULT_ALLOW_PORTS,
+    AddressError,
+    direct_address,
+    health_check_ignored,
+    health_check_url,
+    port_allowed,
+    router_name,
+)
 from .runtime import Container
 
 __all__ = ["Prober", "ReadinessPlan", "poll_until"]
@@ -173,13 +181,20 @@ class ReadinessPlan:
     - router mode (C{--upstream URL}): the router (Traefik) only routes to healthy containers, so a
       container with a HEALTHCHECK must be reported healthy by Docker; one without is probed as above;
     - then, with C{--traefik-api}, the router must report the instance's router enabled.
+
+    A tenant's instance (label C{wakeproxy.owner}) is only probed on its own address, at a port it may
+    use (C{allow_ports}, C{forbidden_ports}: see L{wakeproxy.labels.port_allowed}) and at a health-check
+    I{path}; a URL in its label is ignored (logged), and a port it may not use is not probed at all.
     """
 
     def __init__(self, clock, prober: Prober, direct: bool = True, traefik_api: Optional[str] = None,
-                 ready_delay: float = 0.0):
+                 ready_delay: float = 0.0, allow_ports: Sequence[tuple[int, int]] = DEFAULT_ALLOW_PORTS,
+                 forbidden_ports: Iterable[int] = ()):
         self.clock = clock
         self.direct = direct
         self.ready_delay = ready_delay
+        self.allow_ports = tuple(allow_ports)
+        self.forbidden_ports = frozenset(forbidden_ports)
         self._prober = prober
         self._traefik_api = traefik_api
 
@@ -188,10 +203,18 @@ class ReadinessPlan:
 
     def probe(self, container: Container) -> Optional[Deferred]:
         """A running poll that fires once the app answers, or None when there is nothing to probe."""
+        refused = port_allowed(container, self.allow_ports, self.forbidden_ports)
+        if refused is not None:
+            log.warn("not probing {instance}: {why}", instance=container.name, why=refused)
+            return None
         try:
             address: Optional[tuple[str, int]] = direct_address(container)
         except AddressError:
             address = None
+        ignored = health_check_ignored(container)
+        if ignored is not None:
+            log.warn("instance {instance}: {why}; ignored, probing its own address instead", instance=container.name,
+                     why=ignored)
         url = health_check_url(container, address)
         if url is not None:
             return poll_until(self.clock, lambda: self._prober.http_check(url))

@@ -114,6 +114,12 @@ class Exchange:
     on_activity = None
     instance = None
     slot = False  # holds one of its instance's upstream slots (the dispatcher's)
+    # for the access log
+    status = None
+    bytes_in = 0
+    bytes_out = 0
+    began = 0.0
+    woke = None  # the wake's Server-Timing, when this request had to wake its instance
 
     def __init__(self, client: "RelayProtocol", head):
         self.client = client
@@ -126,6 +132,8 @@ class Exchange:
         elif length < 0:
             self.scanner = ChunkScanner()
         self.close_after = not head.keep_alive
+        if client.relay.access_log is not None:
+            self.began = client.relay.clock.seconds()
 
     # what the dispatcher calls
 
@@ -140,6 +148,8 @@ class Exchange:
         if not self.body_done:
             self.close_after = True  # its body was not read: the connection cannot carry another request
         self.started = True
+        self.status = answer.status
+        self.bytes_out += len(answer.body)
         self.client.write(answer.encode(head_only=self.head.method == b"HEAD", close=self.close_after))
         self._end()
 
@@ -191,6 +201,7 @@ class Exchange:
         """Request body bytes from the client, while streaming upstream."""
         part = self._body_part(data)
         if part:
+            self.bytes_in += len(part)
             self.conn.sent_body = True
             self.conn.write(part)
 
@@ -272,12 +283,15 @@ class Exchange:
         if not self.body_done:
             self.close_after = True  # answered before the whole body was read: this connection ends after it
         self.started = True
+        self.status = head.status
+        self.bytes_out += len(body)
         self.client.write(response_head(head, self.extra, framing or b"", self.close_after) + body)
         return head.chunked and not client11 and not no_body
 
     def response_body(self, data: bytes) -> None:
         if self.gone:
             return
+        self.bytes_out += len(data)
         if self.mode == _MODE_RECHUNK:
             if data:
                 self.client.write(chunk(data))
@@ -375,6 +389,7 @@ class Exchange:
         self.waiting = False
         self.tunnel = True
         self.started = True
+        self.status = 101
         client = self.client
         client.write(response_head(head, self.extra, b"", False, upgrade=self.head.upgrade))
         if self.head.upgrade.lower() == b"websocket":
@@ -390,6 +405,7 @@ class Exchange:
         client.resume("wait")
 
     def tunnel_client_data(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         if self.scanners is None or self.scanners[0].feed(data):
             if self.on_activity is not None:
                 self.on_activity()
@@ -397,6 +413,7 @@ class Exchange:
             self.conn.write(data)
 
     def tunnel_upstream_data(self, data: bytes) -> None:
+        self.bytes_out += len(data)
         if self.scanners is None or self.scanners[1].feed(data):
             if self.on_activity is not None:
                 self.on_activity()
@@ -443,6 +460,9 @@ class Exchange:
                 on_end(self)
             except Exception:
                 self.client.relay.log.failure("ending an exchange failed")
+        relay = self.client.relay
+        if relay.access_log is not None:
+            relay.access_log.record(self, relay.clock.seconds())
         self.client.exchange_ended(self)
 
 
@@ -709,7 +729,7 @@ class RelayFactory(Factory):
     noisy = False
 
     def __init__(self, dispatcher, pool, clock, timeouts: Optional[Timeouts] = None, max_head: int = 64 * 1024,
-                 max_body: int = 0, trusted=None):
+                 max_body: int = 0, trusted=None, access_log=None):
         self.dispatcher = dispatcher
         self.pool = pool
         self.timeouts = timeouts or Timeouts()
@@ -719,7 +739,8 @@ class RelayFactory(Factory):
         self._trust_cache: dict = {}
         self.connections: set = set()
         self.draining = False
-        self._clock = clock
+        self.access_log = access_log  # accesslog.AccessLog, or None
+        self.clock = self._clock = clock
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = clock
 

@@ -6,6 +6,30 @@ A runtime keeps a cache of the containers wakeproxy manages (those carrying the 
 current by the engine's event stream; reads come from that cache and are synchronous, operations return
 Deferreds. Containers without the owner label do not exist for wakeproxy: every operation on them fails
 with L{NoSuchInstance}, exactly as for a name that does not exist at all.
+
+Errors. Every operation fails only with a L{RuntimeFailure}, whatever went wrong underneath: the engine's
+own refusals, and the transport under the Docker SDK (C{requests}/C{urllib3} timeouts, resets, refused
+connections, socket errors) as L{EngineUnavailable}. Each class carries the HTTP C{status} the deploy API
+answers it with, and C{retry_after} when trying again later may help (the engine failures: 503).
+
+Creates leave nothing behind. Docker labels are fixed at create time, so a container cannot be marked
+"being created" and unmarked later; instead every container a runtime creates carries the mark
+C{wakeproxy.creating=<token>} (L{CREATING}, one random token per attempt) from birth; snapshots show it as
+L{Container.creating}, not among their C{labels}. A container is a I{leftover} (L{is_leftover}) when it is
+managed, carries the mark, is still in state C{created} (never started) and is older than a grace period
+(L{LEFTOVER_GRACE}: longer than any create-then-start takes). Then:
+
+ 1. a create that fails after the request was sent (a timeout or reset may hide a container the engine did
+    create) removes the container of that name I{if} it carries its own token (never one of the same
+    name created by someone else) before it answers; while the engine times out, the removal is retried
+    a few times in the background, and it stops once the engine is gone (refused, reset);
+ 2. the API, whose create is followed by a start, removes the instance again when the start fails;
+ 3. whatever both missed (the engine went away in between) is removed by
+    L{IContainerRuntime.sweep_leftovers}, which the Docker runtime runs on every (re)connect of its event
+    stream, before its resync list, and every C{sweep_interval} seconds. The removal does not force: a
+    container started meanwhile stays.
+
+Containers made by hand (without the mark) are never swept, whatever their state.
 """
 
 from __future__ import annotations
@@ -23,8 +47,14 @@ __all__ = [
     "NameInUse",
     "NoSuchImage",
     "NoSuchInstance",
+    "CREATING",
+    "EngineFailure",
+    "EngineUnavailable",
+    "LEFTOVER_GRACE",
     "OwnerLabel",
     "RuntimeFailure",
+    "WrongState",
+    "is_leftover",
     "CachedReads",
     "SnapshotCache",
     "parse_owner_label",
@@ -36,20 +66,62 @@ STATES = ("created", "running", "paused", "restarting", "removing", "exited", "d
 HEALTHS = ("none", "starting", "healthy", "unhealthy")
 
 
+#: The mark every container a runtime creates carries from birth (value: a token per create attempt).
+CREATING = "wakeproxy.creating"
+#: Seconds after which a marked container still in state C{created} is a leftover of a failed create.
+LEFTOVER_GRACE = 120.0
+
+
 class RuntimeFailure(Exception):
-    """An operation failed; the message is safe to show to an API client."""
+    """
+    An operation failed; the message is safe to show to an API client (no socket paths, no addresses).
+    C{status} is the HTTP status the deploy API answers with, C{retry_after} (seconds) its Retry-After.
+    """
+
+    status = 502
+    retry_after: Optional[int] = None
 
 
 class NoSuchInstance(RuntimeFailure):
     """No managed container has this name (it may exist, unmanaged: that is the same to us)."""
 
+    status = 404
+
 
 class NameInUse(RuntimeFailure):
     """A container with this name already exists (managed or not)."""
 
+    status = 409
+
 
 class NoSuchImage(RuntimeFailure):
     """The image is not present locally."""
+
+    status = 424
+
+
+class WrongState(RuntimeFailure):
+    """The container is not in a state that allows the operation (removing a running one, pausing a stopped one)."""
+
+    status = 409
+
+
+class EngineFailure(RuntimeFailure):
+    """The engine could not do it now: an error it did not explain, or one on its side (5xx). Try again later."""
+
+    status = 503
+    retry_after = 5
+
+
+class EngineUnavailable(EngineFailure):
+    """
+    The engine did not answer: connection refused or reset, a broken response (C{timed_out} False: the
+    engine is gone, for now), or no answer in time (C{timed_out} True: it may still be there, slow).
+    """
+
+    def __init__(self, message: str, timed_out: bool = False):
+        EngineFailure.__init__(self, message)
+        self.timed_out = timed_out
 
 
 @dataclass(frozen=True)
@@ -93,6 +165,10 @@ class Container:
     networks: Mapping[str, str] = field(default_factory=dict)
     #: Docker's exit code when the container is not running.
     exit_code: int = 0
+    #: when the engine created it (Unix seconds, whole; 0 when unknown).
+    created: int = 0
+    #: the token of the create that made it (label L{CREATING}, kept out of C{labels}); "" when made by hand.
+    creating: str = ""
 
     @property
     def running(self) -> bool:
@@ -159,6 +235,21 @@ class IContainerRuntime(Interface):
         Fetch C{image} from its registry; fires once it is local, fails with L{NoSuchImage} (saying why)
         when it cannot be pulled.
         """
+
+    def sweep_leftovers(grace: Optional[float] = None):
+        """
+        Remove the leftovers of creates that did not finish (see L{is_leftover}; C{grace}: the runtime's own
+        when None); fires with the names removed.
+        """
+
+
+def is_leftover(container: Container, owner: OwnerLabel, now: float, grace: float) -> bool:
+    """
+    True when C{container} is what a failed create left behind: managed by C{owner}, marked L{CREATING},
+    never started (state C{created}) and created at least C{grace} seconds before C{now}.
+    """
+    return (owner.matches(container.labels) and bool(container.creating) and container.state == "created"
+            and container.created > 0 and now - container.created >= grace)
 
 
 class SnapshotCache:

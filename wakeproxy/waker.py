@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from .labels import depends_on, group
 from .metrics import Counter, Gauge, Histogram, Registry
 from .readiness import ReadinessPlan
-from .runtime import Container, IContainerRuntime, NoSuchInstance, RuntimeFailure
+from .runtime import Container, EngineFailure, IContainerRuntime, NoSuchInstance, RuntimeFailure
 
 __all__ = ["WakeFailure", "WakeReport", "Waker"]
 
@@ -224,7 +224,7 @@ class Waker:
         if container is None:
             raise WakeFailure(404, "no managed instance named {!r}".format(name))
         self._wake_group(container)
-        needs = depends_on(container)
+        needs = depends_on(container, self._runtime.get)
         if needs:
             instance.phase = "dependencies"
             for dependency in needs:
@@ -380,6 +380,9 @@ class Waker:
             error = failure.value
         elif failure.check(NoSuchInstance):
             error = WakeFailure(404, "no managed instance named {!r}".format(instance.name))
+        elif failure.check(EngineFailure):
+            error = WakeFailure(503, "could not start instance {}: {}".format(instance.name, failure.value),
+                                phase=instance.phase, retry_after=failure.value.retry_after)
         elif failure.check(RuntimeFailure):
             error = WakeFailure(502, "could not start instance {}: {}".format(instance.name, failure.value),
                                 phase=instance.phase)
