@@ -181,7 +181,9 @@ class Exchange:
         data = client.take_buffer()
         conn.sent_body = bool(data)
         if data:
-            conn.write(head + self._body_part(data))
+            part = self._body_part(data)
+            self.bytes_in += len(part)
+            conn.write(head + part)
         else:
             conn.write(head)
         if not self.body_done:
