@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: run test test-unit images docker tools venv bench bench-smoke clean
+.PHONY: run test test-unit images docker tools venv bench bench-smoke clean clean-demo
 
 venv: $(VENV)/.installed
 
@@ -38,3 +38,8 @@ bench-smoke: venv images tools
 
 clean:
 	rm -rf $(VENV) *.egg-info _trial_temp bench/results/*.json
+
+clean-demo:
+	docker ps -aq --filter label=wakeproxy.demo=1 | xargs -r docker rm -f >/dev/null
+	docker rm -f wakeproxy-demo-home >/dev/null 2>&1 || true
+	rm -rf build/demo

@@ -10,10 +10,10 @@ for i in $(seq 1 "$N"); do
         labels="{\"wakeproxy.port\": \"$port\", \"wakeproxy.health-check\": \"/status\"}"
         envs="{\"PORT\": \"$port\", \"HOST\": \"127.0.0.1\", \"INSTANCE\": \"$name\", \"CONNSTR\": \"db $i\", \"IDLE\": \"0\"}"
     else
-        # Traefik: an anchored cookie rule, so minion-1 never catches minion-10's users.
-        rule="HeadersRegexp(\`Cookie\`, \`(^|;\\\\s*)instance=$name(;|\$)\`)"
+        # Traefik: wakeproxy (--router-labels) writes the anchored cookie rule, so minion-1 never catches
+        # minion-10's users; the API refuses a rule from callers unless --allow-router-rules.
         labels="{\"wakeproxy.port\": \"9000\", \"traefik.enable\": \"true\",
-                 \"traefik.http.routers.$name.rule\": \"$rule\", \"traefik.http.routers.$name.entrypoints\": \"web\",
+                 \"traefik.http.routers.$name.entrypoints\": \"web\",
                  \"traefik.http.services.$name.loadbalancer.server.port\": \"9000\"}"
         envs="{\"PORT\": \"9000\", \"HOST\": \"0.0.0.0\", \"INSTANCE\": \"$name\", \"CONNSTR\": \"db $i\", \"IDLE\": \"0\"}"
     fi

@@ -1,18 +1,19 @@
 """mock_home: the home site of wakeproxy (Python standard library only).
 
 A user signs in, sees their instance and its state, creates it if they have none, and "opens" it:
-that sets the routing cookie ``instance=<name>`` and redirects to ``/``, where wakeproxy routes (and,
-if needed, wakes) the instance.  Everything about users and instances goes through wakeproxy's deploy
-API, server side: sign-in is ``POST /login`` with the submitted credentials (mock_home never reads a
-password file), and the token it returns is kept here, in memory, in a session named by the cookie
-``home_session``.
+that sets the routing cookie ``instance=<name>`` and, when wakeproxy asks for access tokens
+(``--access signed``), the access cookie ``wakeproxy_access=<token>`` from ``POST /deploy/<name>/access``,
+and redirects to ``/``, where wakeproxy routes (and, if needed, wakes) the instance.  Everything about
+users and instances goes through wakeproxy's deploy API, server side: sign-in is ``POST /login`` with the
+submitted credentials and the user's address in ``X-Forwarded-For`` (mock_home never reads a password
+file), and the token it returns is kept here, in memory, in a session named by the cookie ``home_session``.
 
 Routes:
 
 * ``GET /home``               sign-in form, or the signed-in user's instance (create / open / sign out)
 * ``POST /home/login``        form ``username``, ``password``, ``csrf``
 * ``POST /home/create``       creates ``u-<user>`` through the deploy API
-* ``POST /home/open``         sets ``instance=<name>`` and 303 to ``/``
+* ``POST /home/open``         sets ``instance=<name>`` (and the access cookie) and 303 to ``/``
 * ``POST /home/logout``       ends the session
 * ``GET /home/<name>``        the old mock-home shortcut: the cookie for one of *your* instances, 303 to ``/``
 * ``GET /home/healthz``       200 JSON (no API call)
@@ -21,7 +22,9 @@ Routes:
 a CSRF token: the session's, or for the sign-in form an HMAC of the ``home_login`` cookie.
 
 Environment: ``PORT`` (8080), ``HOST`` (0.0.0.0), ``API_URL`` (http://127.0.0.1:8008),
-``INSTANCE_IMAGE`` (mock-app:latest), ``INSTANCE_NETWORK`` (host), ``INSTANCE_IDLE_TIMEOUT`` (5m).
+``INSTANCE_IMAGE`` (mock-app:latest), ``INSTANCE_NETWORK`` (host), ``INSTANCE_IDLE_TIMEOUT`` (5m),
+``INSTANCE_ROUTER_RULE`` (0; 1: send the anchored cookie rule, for a wakeproxy with --allow-router-rules
+and without --router-labels).
 
 SIGTERM/SIGINT: stop accepting, let in-flight requests finish (at most 2 s), exit 0.
 """
@@ -39,7 +42,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "demo_http"))
 import demo_http  # noqa: E402  (next to app.py in the images, ../demo_http in the repo)
@@ -48,6 +51,8 @@ from demo_http import ClientGone, HttpError  # noqa: E402
 SESSION_COOKIE = "home_session"
 LOGIN_COOKIE = "home_login"
 INSTANCE_COOKIE = "instance"
+#: the access cookie's name when the API does not say (its answer's "cookie" starts with the name).
+ACCESS_COOKIE = "wakeproxy_access"
 USER_LABEL = "mock-home.user"
 #: Deploy API tokens live 60 minutes by default; a session ends a little before its token.
 SESSION_SECONDS = 55 * 60
@@ -99,6 +104,7 @@ class Config:
         self.image = (environ.get("INSTANCE_IMAGE") or "mock-app:latest").strip()
         self.network = (environ.get("INSTANCE_NETWORK") or HOST_NETWORK).strip()
         self.idle_timeout = (environ.get("INSTANCE_IDLE_TIMEOUT") or "5m").strip()
+        self.router_rule = (environ.get("INSTANCE_ROUTER_RULE") or "0").strip().lower() in ("1", "true", "yes")
 
     def deploy_body(self, user, name, port=None):
         """The ``POST /deploy`` body creating ``name`` for ``user``."""
@@ -113,9 +119,10 @@ class Config:
             labels.update({
                 "wakeproxy.port": port,
                 "traefik.enable": "true",
-                "traefik.http.routers.%s.rule" % name: cookie_router_rule(name),
                 "traefik.http.services.%s.loadbalancer.server.port" % name: port,
             })
+            if self.router_rule:  # else wakeproxy --router-labels writes the router itself
+                labels["traefik.http.routers.%s.rule" % name] = cookie_router_rule(name)
             envs.update(PORT=port, HOST="0.0.0.0")
         return {"name": name, "network": self.network, "image": self.image, "labels": labels, "envs": envs}
 
@@ -143,9 +150,11 @@ class Api:
         # No proxies from the environment: the API is usually on 127.0.0.1 or a private network.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-    def call(self, method, path, token=None, body=None):
+    def call(self, method, path, token=None, body=None, forwarded_for=None):
         """The JSON document of a 2xx answer; ApiError for other statuses, ApiDown when unreachable."""
         headers = {"Accept": "application/json", "User-Agent": "mock_home/1.0"}
+        if forwarded_for:
+            headers["X-Forwarded-For"] = forwarded_for
         data = None
         if body is not None:
             data = json.dumps(body).encode("utf-8")
@@ -172,8 +181,10 @@ class Api:
         except (UnicodeDecodeError, ValueError):
             raise ApiDown("the deploy API at %s answered something that is not JSON" % (self.base_url,))
 
-    def login(self, username, password):
-        doc = self.call("POST", "/login", body={"username": username, "password": password})
+    def login(self, username, password, forwarded_for=None):
+        """Sign in; ``forwarded_for`` (the user's address chain) lets the API limit failures per user address."""
+        doc = self.call("POST", "/login", body={"username": username, "password": password},
+                        forwarded_for=forwarded_for)
         token = doc.get("token") if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
             raise ApiDown("the deploy API's /login answered without a token")
@@ -192,6 +203,23 @@ class Api:
 
     def create(self, token, body):
         return self.call("POST", "/deploy", token=token, body=body)
+
+    def access(self, token, name):
+        """``(cookie name, token, expires)`` for using instance ``name`` through wakeproxy, or None when the
+        API answers 409 (it runs without access tokens)."""
+        try:
+            doc = self.call("POST", "/deploy/%s/access" % quote(name, safe=""), token=token)
+        except ApiError as e:
+            if e.status == 409:
+                return None
+            raise
+        access = doc.get("token") if isinstance(doc, dict) else None
+        expires = doc.get("expires") if isinstance(doc, dict) else None
+        if not isinstance(access, str) or not access or not isinstance(expires, int) or isinstance(expires, bool):
+            raise ApiDown("the deploy API's access answer has no token")
+        cookie = doc.get("cookie")
+        name = cookie.split("=", 1)[0].strip() if isinstance(cookie, str) and "=" in cookie else ""
+        return (name if re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name) else ACCESS_COOKIE), access, expires
 
 
 def _problem_detail(raw, status):
@@ -365,6 +393,12 @@ class Handler(demo_http.DemoHandler):
     def _https(self):
         proto = self.headers.get("X-Forwarded-Proto", "")
         return proto.split(",")[0].strip().lower() == "https"
+
+    def _forwarded_for(self):
+        """The user's address chain for the API: the X-Forwarded-For received, then this request's peer."""
+        earlier = ", ".join(v.strip() for v in self.headers.get_all("X-Forwarded-For", []) if v.strip())
+        peer = self.client_address[0] if self.client_address else ""
+        return ", ".join(x for x in (earlier, peer) if x)
 
     def _cookie_header(self, name, value, path, max_age=None):
         parts = ["%s=%s" % (name, value), "Path=%s" % path, "HttpOnly", "SameSite=Lax"]
@@ -569,7 +603,7 @@ class Handler(demo_http.DemoHandler):
         if not username or not password:
             return self._signin_page(state, 400, "Enter your user name and password.", username)
         try:
-            token, lifetime = state.api.login(username, password)
+            token, lifetime = state.api.login(username, password, forwarded_for=self._forwarded_for())
         except ApiDown as e:
             return self._signin_page(state, 502, str(e), username)
         except ApiError as e:
@@ -652,11 +686,29 @@ class Handler(demo_http.DemoHandler):
                     if item["name"] == name and isinstance(labels, dict) and labels.get(USER_LABEL) == session.user:
                         target = item
         if target is None:
-            what = "that instance" if name is None else "the instance %s" % name
-            return self._page(403, "Not yours", error_html("You cannot open %s: it is not yours, or it does not "
-                                                           "exist." % what)
-                              + "<p><a href=\"/home\">Home</a></p>\n")
-        self._redirect("/", [("Set-Cookie", self._cookie_header(INSTANCE_COOKIE, target["name"], "/"))])
+            return self._not_yours(name)
+        try:
+            access = state.api.access(session.token, target["name"])
+        except ApiDown as e:
+            return self._page(502, "Home", dashboard_body(session, None, str(e), unknown=True))
+        except ApiError as e:
+            if e.status == 401:
+                return self._expired(state, session)
+            if e.status == 404:
+                return self._not_yours(name)
+            return self._dashboard(state, session, 502, "The deploy API refused access to %s: %s" % (
+                target["name"], e.detail))
+        cookies = [("Set-Cookie", self._cookie_header(INSTANCE_COOKIE, target["name"], "/"))]
+        if access is not None:  # else wakeproxy runs without access tokens (--access open)
+            cookie_name, token, expires = access
+            cookies.append(("Set-Cookie", self._cookie_header(cookie_name, token, "/",
+                                                              max_age=max(1, expires - int(time.time())))))
+        self._redirect("/", cookies)
+
+    def _not_yours(self, name):
+        what = "that instance" if name is None else "the instance %s" % name
+        self._page(403, "Not yours", error_html("You cannot open %s: it is not yours, or it does not exist." % what)
+                   + "<p><a href=\"/home\">Home</a></p>\n")
 
 
 def main():

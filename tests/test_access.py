@@ -171,3 +171,15 @@ class ForwardAuthGateTests(SynchronousTestCase):
         self.clock.advance(6)
         self.verdict(gate, _head(b"Cookie: instance=app"))
         self.assertEqual(len(agent.calls), 2)
+
+
+class OwnerChangeTests(SynchronousTestCase):
+    def test_a_token_does_not_outlive_a_recreate_by_another_owner(self):
+        clock = Clock()
+        keys = AccessKeys([KEY])
+        owners = {"app": "alice"}
+        gate = SignedGate(keys, clock, owner_of=owners.get)
+        token = keys.issue("app", "alice", 100).encode()
+        self.assertIsNone(gate.check(_head(b"X-Wakeproxy-Access: " + token), "app"))
+        owners["app"] = "mallory"  # deleted and created again by someone else
+        self.assertIn("earlier instance", gate.check(_head(b"X-Wakeproxy-Access: " + token), "app"))

@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.dockerapp import Instances
 from tests.support import MOCK_IMAGE, Twistd, check_problem, docker_client, free_port, remove_containers, unique_name
-from tests.test_deployspec import BAD_BODIES, SEED_BODY, TABLE_MAX_BODY, TABLE_NAME, assert_table_problem
+from tests.test_deployspec import BAD_BODIES, SEED_BODY, SEED_BODY_ACCEPTED, TABLE_MAX_BODY, TABLE_NAME, assert_table_problem
 from wakeproxy.auth import hash_password
 
 pytestmark = pytest.mark.docker
@@ -287,7 +287,7 @@ class DeployDockerTests(_APICase):
             name = self.name()
             names.append(name)
             port = free_port()
-            body = json.loads(json.dumps(SEED_BODY).replace("minion-1", name))
+            body = json.loads(json.dumps(SEED_BODY_ACCEPTED).replace("minion-1", name))
             body["network"] = "host"  # the seed's traefiknet does not exist here (see the next test)
             body["labels"]["wakeproxy.port"] = str(port)
             body["envs"].update({"PORT": str(port), "HOST": "127.0.0.1"})
@@ -314,18 +314,32 @@ class DeployDockerTests(_APICase):
     def test_seed_body_as_is_fails_cleanly(self):
         """The seed leaked a 'created' container when the network was missing (its bug #4); not here."""
         name = self.name()
-        body = json.loads(json.dumps(SEED_BODY).replace("minion-1", name))
+        body = json.loads(json.dumps(SEED_BODY_ACCEPTED).replace("minion-1", name))
         doc = self.assertProblem(self.server.call("POST", "/deploy", json=body), 424, "traefiknet")
         self.assertIn("removed again", doc["detail"])
         self.assertGone(name)
+        # as the seed sent it (a URL health check, a router rule): refused before anything is created
+        body = json.loads(json.dumps(SEED_BODY).replace("minion-1", name))
+        doc = self.assertProblem(self.server.call("POST", "/deploy", json=body), 422)
+        self.assertEqual({e["field"] for e in doc["errors"]},
+                         {"labels.health-check", "labels.traefik.http.routers.{}.rule".format(name)})
+        self.assertGone(name)
 
-    def test_failed_logins_are_rate_limited(self):
-        for i in range(5):
+    def test_failed_logins_back_off(self):
+        """Finding 7: after 3 free failures, each one doubles the wait, for that user only."""
+        for i in range(3):
             self.assertProblem(self.server.session.post(self.server.url + "/login", json={
                 "username": VICTIM[0], "password": "guess{}".format(i)}), 401, "login invalid")
         r = self.server.session.post(self.server.url + "/login", json={"username": VICTIM[0], "password": VICTIM[1]})
         self.assertProblem(r, 429)
-        self.assertGreater(int(r.headers["retry-after"]), 50)
+        self.assertEqual(r.headers["retry-after"], "1")
+        time.sleep(1.05)
+        self.assertProblem(self.server.session.post(self.server.url + "/login", json={
+            "username": VICTIM[0], "password": "guess"}), 401)
+        r = self.server.session.post(self.server.url + "/login", json={"username": VICTIM[0], "password": VICTIM[1]})
+        self.assertEqual(r.headers["retry-after"], "2")
+        self.assertEqual(self.server.session.post(self.server.url + "/login", json={
+            "username": ALICE[0], "password": ALICE[1]}).status_code, 200)
 
 
 class BadInputDockerTests(_APICase):

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from tests.support import check_problem
-from tests.test_deployspec import BAD_BODIES, SEED_BODY, TABLE_MAX_BODY, TABLE_NAME, assert_table_problem
+from tests.test_deployspec import BAD_BODIES, SEED_BODY_ACCEPTED, TABLE_MAX_BODY, TABLE_NAME, assert_table_problem
 from wakeproxy import deployspec
 from wakeproxy.api import api_resource, openapi_document
 from wakeproxy.auth import hash_password
@@ -33,6 +33,8 @@ from wakeproxy.waker import Waker
 
 FOO = ("foo", "bar")  # the old spawner's example user, with its unsalted sha256 hash
 ALICE = ("alice", "wonderland")  # a salted scrypt entry
+ROOT = ("root", "toor")  # an admin (third field 'admin')
+FOOS = {"wakeproxy.port": "9000", "wakeproxy.owner": "foo"}  # the labels of an instance foo owns
 
 
 class _Prober:
@@ -95,8 +97,9 @@ class _API:
             case.addCleanup(shutil.rmtree, directory, True)
             self.passwd = os.path.join(directory, "passwd.txt")
             with open(self.passwd, "w") as f:
-                f.write("# deploy API users\n{},{}\n{},{}\n".format(
-                    FOO[0], hashlib.sha256(FOO[1].encode()).hexdigest(), ALICE[0], hash_password(ALICE[1])))
+                f.write("# deploy API users\n{},{}\n{},{}\n{},{},admin\n".format(
+                    FOO[0], hashlib.sha256(FOO[1].encode()).hexdigest(), ALICE[0], hash_password(ALICE[1]),
+                    ROOT[0], hash_password(ROOT[1])))
             argv = ["--passwd", self.passwd] + argv
         self.options = Options()
         self.options.parseOptions(argv)
@@ -106,6 +109,15 @@ class _API:
         case.addCleanup(self.waker.stop)
         self.site = Site(api_resource(self.options, self.runtime, self.waker, self.clock), reactor=self.clock)
         self.token = None
+        self.tokens = {}  # user name -> token, for tests that switch users
+
+    def as_user(self, user) -> "_API":
+        """Sign C{user} in (once) and send the following requests with their token."""
+        if user[0] not in self.tokens:
+            response = self.login(user)
+            self.case.assertEqual(response.status, 200, response.body)
+        self.token = self.tokens[user[0]]
+        return self
 
     def request(self, method: str, path: str, body=b"", headers=None, peer="127.0.0.1", auth=True) -> _Response:
         if isinstance(body, (dict, list)):
@@ -128,7 +140,7 @@ class _API:
     def login(self, user=FOO, peer="127.0.0.1") -> _Response:
         response = self.request("POST", "/login", {"username": user[0], "password": user[1]}, peer=peer, auth=False)
         if response.status == 200:
-            self.token = response.json()["token"]
+            self.token = self.tokens[user[0]] = response.json()["token"]
         return response
 
     def deploy(self, name, path="/deploy", **fields):
@@ -228,19 +240,32 @@ class AuthTests(_Case):
         api.login()
         self.assertEqual(len(tokens), 1)
 
-    def test_failed_logins_are_limited_per_user(self):
+    def test_failed_logins_back_off_per_user(self):
+        """Finding 7: a growing delay per user, from any address, instead of a lock."""
         api = _API(self)
-        for i in range(5):
+        for i in range(3):  # the free failures
             self.assertEqual(api.login(("foo", "guess{}".format(i)), peer="10.0.0.{}".format(i)).status, 401)
-        # now even the right password from a fresh address waits
-        response = api.login(FOO, peer="10.0.1.1")
-        self.assertProblem(response, 429)
-        self.assertEqual(response.headers["retry-after"], "60")
-        self.assertEqual(api.login(ALICE, peer="10.0.1.1").status, 200)  # other users are not affected
-        api.clock.advance(30)
-        self.assertEqual(api.login(FOO, peer="10.0.1.1").headers["retry-after"], "30")
-        api.clock.advance(30)
-        self.assertEqual(api.login(FOO, peer="10.0.1.1").status, 200)
+        waits = []
+        for i in range(5):
+            response = api.login(("foo", "guess"), peer="10.0.1.{}".format(i))
+            self.assertProblem(response, 429, "too many failed sign-ins")
+            waits.append(int(response.headers["retry-after"]))
+            api.clock.advance(waits[-1])
+            self.assertEqual(api.login(("foo", "guess"), peer="10.0.2.{}".format(i)).status, 401)
+        self.assertEqual(waits, [1, 2, 4, 8, 16])
+        self.assertProblem(api.login(FOO, peer="10.0.3.1"), 429)  # even the right password waits its turn
+        self.assertEqual(api.login(ALICE, peer="10.0.3.1").status, 200)  # other users are not affected
+        api.clock.advance(32)
+        self.assertEqual(api.login(FOO, peer="10.0.3.1").status, 200)
+
+    def test_strangers_do_not_delay_a_user_at_a_known_address(self):
+        api = _API(self)
+        self.assertEqual(api.login(FOO, peer="198.51.100.1").status, 200)
+        for i in range(8):
+            api.clock.advance(600)
+            self.assertEqual(api.login(("foo", "guess"), peer="203.0.113.{}".format(i)).status, 401)
+        self.assertProblem(api.login(FOO, peer="203.0.113.99"), 429)
+        self.assertEqual(api.login(FOO, peer="198.51.100.1").status, 200)  # where foo signed in before
 
     def test_failed_logins_are_limited_per_address(self):
         api = _API(self)
@@ -249,15 +274,52 @@ class AuthTests(_Case):
         self.assertProblem(api.login(FOO, peer="192.0.2.7"), 429)
         self.assertEqual(api.login(FOO, peer="192.0.2.8").status, 200)
 
+    def test_one_home_site_address_does_not_lock_out_everyone(self):
+        """Finding 7: behind mock_home (a --trusted-proxy), the limit is the user's address, not mock_home's."""
+        api = _API(self, "--trusted-proxy", "127.0.0.1/32")
+        for i in range(20):
+            response = api.request("POST", "/login", {"username": "user{}".format(i), "password": "x"}, auth=False,
+                                   headers={"X-Forwarded-For": "203.0.113.66"})
+            self.assertEqual(response.status, 401)
+        attacker = api.request("POST", "/login", {"username": "foo", "password": "bar"}, auth=False,
+                               headers={"X-Forwarded-For": "203.0.113.66"})
+        self.assertProblem(attacker, 429)
+        user = api.request("POST", "/login", {"username": "foo", "password": "bar"}, auth=False,
+                           headers={"X-Forwarded-For": "203.0.113.7"})
+        self.assertEqual(user.status, 200, user.body)
+
+    def test_forwarded_for_from_an_untrusted_peer_is_ignored(self):
+        api = _API(self, "--trusted-proxy", "127.0.0.1/32")
+        for i in range(20):
+            response = api.request("POST", "/login", {"username": "user{}".format(i), "password": "x"}, auth=False,
+                                   peer="192.0.2.9", headers={"X-Forwarded-For": "203.0.113.{}".format(i)})
+            self.assertEqual(response.status, 401)
+        self.assertProblem(api.login(FOO, peer="192.0.2.9"), 429)
+
+    def test_every_failure_costs_one_slow_hash(self):
+        """Finding 7: a legacy (unsalted sha256) entry costs a scrypt too, so timing does not single it out."""
+        from wakeproxy import auth
+
+        calls = []
+        real = auth.hashlib.scrypt
+        self.patch(auth.hashlib, "scrypt", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+        api = _API(self)
+        for user, status in ((("foo", "wrong"), 401), (("alice", "wrong"), 401), (("nobody", "x"), 401), (FOO, 200),
+                             (ALICE, 200)):
+            del calls[:]
+            self.assertEqual(api.login(user, peer="10.9.0.{}".format(len(user[0]))).status, status, user)
+            self.assertEqual(len(calls), 1, user)
+
     def test_successful_logins_do_not_count(self):
         api = _API(self)
         for _ in range(30):
             self.assertEqual(api.login(FOO).status, 200)
-        for i in range(4):
+        for i in range(2):
             api.login(("foo", "wrong"))
         self.assertEqual(api.login(FOO).status, 200)  # and it clears the user's failures
-        for i in range(4):
+        for i in range(2):
             self.assertEqual(api.login(("foo", "wrong")).status, 401)
+        self.assertEqual(api.login(FOO).status, 200)
 
     def test_passwd_file_is_reread_when_it_changes(self):
         api = _API(self)
@@ -315,12 +377,11 @@ class DeployTests(_Case):
         self.assertEqual(response.headers["location"], "/deploy/m1")
         doc = response.json()
         container = self.runtime.get("m1")
+        labels = {"wakeproxy.port": "9000", "app": "x", "wakeproxy.managed": "true", "wakeproxy.owner": "foo"}
         self.assertEqual(doc, {
-            "name": "m1", "id": container.id, "image": "mock-app:latest",
-            "labels": {"wakeproxy.port": "9000", "app": "x", "wakeproxy.managed": "true"},
-            "state": "running", "health": "none",
-            "ContainerID": container.id, "ContainerName": "m1",
-            "ContainerLabels": {"wakeproxy.port": "9000", "app": "x", "wakeproxy.managed": "true"},
+            "name": "m1", "id": container.id, "image": "mock-app:latest", "labels": labels,
+            "state": "running", "health": "none", "owner": "foo",
+            "ContainerID": container.id, "ContainerName": "m1", "ContainerLabels": labels,
             "ContainerImage": "mock-app:latest", "status": "running"})
         self.assertEqual((self.runtime.calls["create"], self.runtime.calls["start"]), (1, 1))
 
@@ -335,11 +396,15 @@ class DeployTests(_Case):
 
     def test_list_shows_only_managed_instances(self):
         self.runtime.add_foreign("other")
-        self.runtime.add_managed("m0", labels={"wakeproxy.port": "9000"})
+        self.runtime.add_managed("m0", labels=FOOS)
         doc = self.api.request("GET", "/deploy").json()
         self.assertEqual([(i["name"], i["status"], i["state"]) for i in doc["instances"]], [("m0", "exited", "exited")])
         response = self.api.request("HEAD", "/deploy")
         self.assertEqual((response.status, response.body), (200, b""))
+        self.runtime.add_managed("m9", labels={"wakeproxy.port": "9000"})  # the operator's: admins only
+        self.assertEqual([i["name"] for i in self.api.request("GET", "/deploy").json()["instances"]], ["m0"])
+        self.api.as_user(ROOT)
+        self.assertEqual([i["name"] for i in self.api.request("GET", "/deploy").json()["instances"]], ["m0", "m9"])
 
     def test_unknown_unmanaged_and_invalid_names_are_404(self):
         self.runtime.add_foreign("other")
@@ -378,7 +443,7 @@ class DeployTests(_Case):
         self.assertEqual(self.api.request("PUT", "/deploy/m1").json()["state"], "running")
 
     def test_start_and_wait_until_ready(self):
-        self.runtime.add_managed("m1", labels={"wakeproxy.port": "9000"})
+        self.runtime.add_managed("m1", labels=FOOS)
         response = self.api.request("PUT", "/deploy/m1?wait=ready")
         self.assertFalse(response.done)
         self.assertEqual(self.runtime.get("m1").state, "running")
@@ -395,7 +460,7 @@ class DeployTests(_Case):
         self.assertNotIn("x-wakeproxy-woke", again.headers)
 
     def test_wait_deadline_is_a_504_with_phase_and_retry_after(self):
-        self.runtime.add_managed("m1", labels={"wakeproxy.port": "9000"})
+        self.runtime.add_managed("m1", labels=FOOS)
         response = self.api.request("PUT", "/deploy/m1?wait=ready")
         self.api.clock.advance(60)
         doc = self.assertProblem(response, 504, "did not become ready")
@@ -403,17 +468,17 @@ class DeployTests(_Case):
         self.assertTrue(response.headers["retry-after"])
 
     def test_wait_for_a_crashing_instance_is_a_502(self):
-        self.runtime.add_managed("m1", labels={"wakeproxy.port": "9000"})
+        self.runtime.add_managed("m1", labels=FOOS)
         self.runtime.crash_on_start["m1"] = 3
         self.assertProblem(self.api.request("PUT", "/deploy/m1?wait=ready"), 502, "exited with code 3")
 
     def test_wait_must_be_ready(self):
-        self.runtime.add_managed("m1", labels={"wakeproxy.port": "9000"})
+        self.runtime.add_managed("m1", labels=FOOS)
         self.assertProblem(self.api.request("PUT", "/deploy/m1?wait=soon"), 422, "wait")
         self.assertNotIn("start", self.runtime.calls)
 
     def test_client_leaving_while_waiting_is_dropped(self):
-        self.runtime.add_managed("m1", labels={"wakeproxy.port": "9000"})
+        self.runtime.add_managed("m1", labels=FOOS)
         response = self.api.request("PUT", "/deploy/m1?wait=ready")
         self.assertEqual(self.api.waker.held, 1)
         response.protocol.connectionLost(Failure(ConnectionError("gone")))
@@ -468,7 +533,7 @@ class DeployTests(_Case):
         api = _API(self)  # no --allow-host-network: the seed's body names its own network
         token = api.request("POST", "/login", b'{"username":"foo","password":"bar"}', auth=False).json()["token"]
         seed = {"token": token}
-        response = api.request("POST", "/deploy", SEED_BODY, headers=seed, auth=False)
+        response = api.request("POST", "/deploy", SEED_BODY_ACCEPTED, headers=seed, auth=False)
         self.assertEqual(response.status, 201, response.body)
         self.assertEqual(response.json()["id"], api.runtime.get("minion-1").id)
         listed = api.request("GET", "/deploy/", headers=seed, auth=False).json()["instances"]
@@ -551,7 +616,8 @@ class OpenAPITests(SynchronousTestCase):
         described = {(p, m.upper()) for p, ops in paths.items() for m in ops if m != "parameters"}
         served = {("/deploy", m.decode()) for m in api._COLLECTION if m != b"HEAD"}
         served |= {("/deploy/{name}", m.decode()) for m in api._INSTANCE if m != b"HEAD"}
-        served |= {("/deploy/{name}/stop", m.decode()) for m in api._STOP}
+        served |= {("/deploy/{name}/" + action.decode(), m.decode()) for action, routes in api._ACTIONS.items()
+                   for m in routes}
         served |= {("/login", "POST"), ("/healthz", "GET"), ("/openapi.json", "GET"), ("/metrics", "GET")}
         self.assertEqual(described, served)
 

@@ -16,9 +16,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from wakeproxy import auth, passwd
 from wakeproxy.auth import (
+    Account,
     LoginLimiter,
     PasswdFile,
     TokenStore,
+    client_address,
     hash_password,
     is_legacy_hash,
     parse_passwd,
@@ -88,6 +90,38 @@ class HashTests(SynchronousTestCase):
         self.assertFalse(verify_user(None, "pw"))
         self.assertEqual(len(calls), 1)
 
+    def test_every_kind_of_entry_costs_one_standard_scrypt(self):
+        """Finding 7: the old unsalted sha256 entries were told apart by timing (1 ms against 38 ms)."""
+        legacy = hashlib.sha256(b"bar").hexdigest()
+        salt = b"0123456789abcdef"
+        pbkdf2 = "pbkdf2_sha256$1000${}${}".format(auth._b64(salt), auth._b64(hashlib.pbkdf2_hmac("sha256", b"pw", salt, 1000)))
+        cheap_scrypt = "scrypt$1024$8$1${}${}".format(auth._b64(salt), auth._b64(
+            hashlib.scrypt(b"pw", salt=salt, n=1024, r=8, p=1, dklen=32)))
+        standard = hash_password("pw")
+        cases = [(None, "pw", False), (legacy, "bar", True), (legacy, "baz", False), (pbkdf2, "pw", True),
+                 (pbkdf2, "pX", False), (cheap_scrypt, "pw", True), (standard, "pw", True), (standard, "px", False)]
+        real = auth.hashlib.scrypt
+        for stored, password, expected in cases:
+            costs = []
+            self.patch(auth.hashlib, "scrypt", lambda *a, **kw: costs.append(kw["n"]) or real(*a, **kw))
+            self.assertEqual(verify_user(stored, password), expected, stored)
+            self.assertIn(auth.SCRYPT_N, costs, stored)
+
+    def test_legacy_entries_take_as_long_as_salted_ones(self):
+        import time
+
+        def timed(stored, password):
+            began = time.perf_counter()
+            for _ in range(3):
+                verify_user(stored, password)
+            return time.perf_counter() - began
+
+        legacy, salted = hashlib.sha256(b"bar").hexdigest(), hash_password("bar")
+        timed(salted, "x")  # warm up
+        ratio = timed(legacy, "wrong") / timed(salted, "wrong")
+        self.assertGreater(ratio, 0.6)
+        self.assertLess(ratio, 1.7)
+
 
 class PasswdFileTests(SynchronousTestCase):
     def test_parse(self):
@@ -95,15 +129,20 @@ class PasswdFileTests(SynchronousTestCase):
         scrypt = hash_password("pw")
         legacy = hashlib.sha256(b"bar").hexdigest()
         text = "\n".join([
-            "# comment", "", "foo,{}".format(legacy), "alice, {} ".format(scrypt), "a,", ",x", "x,y,z",
-            "bob,md5:abc", "carol,{}\r".format(scrypt), "  ",
+            "# comment", "", "foo,{}".format(legacy), "alice, {} ".format(scrypt), "a,", ",x", "x,y,z,w",
+            "bob,md5:abc", "carol,{}\r".format(scrypt), "  ", "root,{},admin".format(scrypt),
+            "ops, {} , Admin ,".format(scrypt), "dave,{},user".format(scrypt), "eve,{},root".format(scrypt),
+            "x,,admin",
         ])
         users = parse_passwd(text, "pw.txt")
-        self.assertEqual(users, {"foo": legacy, "alice": scrypt, "carol": scrypt})
+        self.assertEqual(users, {"foo": Account(legacy), "alice": Account(scrypt), "carol": Account(scrypt),
+                                 "root": Account(scrypt, True), "ops": Account(scrypt, True),
+                                 "dave": Account(scrypt)})
         logged = "\n".join(formatEvent(e) for e in events)
-        for line in (5, 6, 7):
-            self.assertIn("pw.txt:{}: skipped, not 'user,hash'".format(line), logged)
+        for line in (5, 6, 7, 15):
+            self.assertIn("pw.txt:{}: skipped, not 'user,hash' or 'user,hash,admin'".format(line), logged)
         self.assertIn("pw.txt:8: skipped user bob: unknown hash format", logged)
+        self.assertIn("pw.txt:14: skipped user eve: unknown role", logged)
         self.assertIn("user foo has an unsalted sha256 hash", logged)
         for secret in (legacy, scrypt, "md5:abc"):
             self.assertNotIn(secret, logged + repr(events))
@@ -173,36 +212,103 @@ class TokenTests(SynchronousTestCase):
 
 
 class LimiterTests(SynchronousTestCase):
-    def test_per_user_and_per_address_with_a_sliding_window(self):
-        clock = Clock()
-        limiter = LoginLimiter(clock, per_user=3, per_address=5, window=60)
-        for i in range(3):
-            self.assertIsNone(limiter.retry_after("10.0.0.{}".format(i), "foo"))
-            limiter.failed("10.0.0.{}".format(i), "foo")
-            clock.advance(10)
-        self.assertEqual(limiter.retry_after("10.9.9.9", "foo"), 30)
-        self.assertIsNone(limiter.retry_after("10.9.9.9", "bar"))
-        for user in ("u1", "u2", "u3", "u4", "u5"):
-            limiter.failed("192.0.2.1", user)
-        self.assertEqual(limiter.retry_after("192.0.2.1", "fresh"), 60)
-        clock.advance(30)
-        self.assertIsNone(limiter.retry_after("10.9.9.9", "foo"))
+    def fail(self, limiter, address, user):
+        self.assertIsNone(limiter.retry_after(address, user), (address, user))
+        limiter.failed(limiter.begin(address, user))
 
-    def test_success_takes_its_attempt_back(self):
+    def test_per_address_sliding_window(self):
         clock = Clock()
-        limiter = LoginLimiter(clock, per_user=2, per_address=2, window=60)
-        limiter.failed("a", "foo")
-        attempt = limiter.failed("a", "foo")
-        self.assertIsNotNone(limiter.retry_after("a", "foo"))
-        limiter.succeeded("a", "foo", attempt)
-        self.assertIsNone(limiter.retry_after("a", "foo"))
+        limiter = LoginLimiter(clock, per_address=5, window=60)
+        for i in range(5):
+            self.fail(limiter, "192.0.2.1", "u{}".format(i))
+            clock.advance(10)
+        self.assertEqual(limiter.retry_after("192.0.2.1", "fresh"), 10)  # the first failure leaves the window at 60
+        self.assertIsNone(limiter.retry_after("192.0.2.2", "fresh"))
+        clock.advance(10)
+        self.assertIsNone(limiter.retry_after("192.0.2.1", "fresh"))
+
+    def test_per_user_delay_doubles_up_to_a_cap_and_is_forgotten(self):
+        clock = Clock()
+        limiter = LoginLimiter(clock, free=2, base=1, max_delay=30, forget=600)
+        waits = []
+        for i in range(9):
+            wait = limiter.retry_after("10.0.0.{}".format(i), "foo")
+            waits.append(wait)
+            clock.advance(wait or 0)
+            self.fail(limiter, "10.0.0.{}".format(i), "foo")
+        self.assertEqual(waits, [None, None, 1, 2, 4, 8, 16, 30, 30])
+        self.assertIsNone(limiter.retry_after("10.0.0.1", "bar"))
+        clock.advance(30 + 600)
+        self.assertIsNone(limiter.retry_after("10.0.0.1", "foo"))
+        self.fail(limiter, "10.0.0.1", "foo")  # starts over: free again
+        self.assertIsNone(limiter.retry_after("10.0.0.1", "foo"))
+
+    def test_guesses_in_parallel_count_while_they_are_checked(self):
+        clock = Clock()
+        limiter = LoginLimiter(clock, free=3)
+        attempts = [limiter.begin("10.0.0.{}".format(i), "foo") for i in range(3)]
+        self.assertEqual(limiter.retry_after("10.0.0.9", "foo"), 1)
+        for attempt in attempts:
+            limiter.failed(attempt)
+        self.assertEqual(limiter.retry_after("10.0.0.9", "foo"), 1)
+
+    def test_success_starts_over_and_makes_the_address_known(self):
+        clock = Clock()
+        limiter = LoginLimiter(clock, free=2)
+        self.fail(limiter, "198.51.100.1", "foo")
+        limiter.succeeded(limiter.begin("198.51.100.1", "foo"))
+        for i in range(6):  # strangers
+            clock.advance(limiter.retry_after("203.0.113.{}".format(i), "foo") or 0)
+            self.fail(limiter, "203.0.113.{}".format(i), "foo")
+        self.assertIsNotNone(limiter.retry_after("203.0.113.99", "foo"))
+        self.assertIsNone(limiter.retry_after("198.51.100.1", "foo"))
+        # the known address has a delay of its own
+        self.fail(limiter, "198.51.100.1", "foo")
+        self.fail(limiter, "198.51.100.1", "foo")
+        self.assertEqual(limiter.retry_after("198.51.100.1", "foo"), 1)
+
+    def test_success_takes_its_attempt_back_from_the_address(self):
+        clock = Clock()
+        limiter = LoginLimiter(clock, per_address=2)
+        self.fail(limiter, "a", "x")
+        limiter.succeeded(limiter.begin("a", "foo"))
+        self.assertIsNone(limiter.retry_after("a", "y"))
 
     def test_memory_is_bounded(self):
         clock = Clock()
         limiter = LoginLimiter(clock, max_keys=100)
         for i in range(1000):
-            limiter.failed("10.{}.{}.1".format(i // 256, i % 256), "user{}".format(i))
-        self.assertLessEqual(len(limiter._failures), 102)
+            address = "10.{}.{}.1".format(i // 256, i % 256)
+            limiter.failed(limiter.begin(address, "user{}".format(i)))
+            limiter.succeeded(limiter.begin(address, "known{}".format(i)))
+        self.assertLessEqual(len(limiter._addresses), 101)
+        self.assertLessEqual(len(limiter._backoff), 101)
+        self.assertLessEqual(len(limiter._known), 101)
+
+
+class ClientAddressTests(SynchronousTestCase):
+    def test_table(self):
+        import ipaddress
+
+        trusted = [ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"),
+                   ipaddress.ip_network("::1/128")]
+        cases = [
+            ("203.0.113.5", [], "203.0.113.5"),
+            ("203.0.113.5", ["198.51.100.1"], "203.0.113.5"),  # an untrusted peer's header is ignored
+            ("127.0.0.1", [], "127.0.0.1"),
+            ("127.0.0.1", ["198.51.100.1"], "198.51.100.1"),
+            ("127.0.0.1", ["6.6.6.6, 198.51.100.1"], "198.51.100.1"),  # the client's own claim is not believed
+            ("127.0.0.1", ["6.6.6.6", "198.51.100.1, 10.1.2.3"], "198.51.100.1"),  # trusted hops are skipped
+            ("127.0.0.1", ["10.1.1.1, 10.2.2.2"], "10.1.1.1"),  # all trusted: the farthest
+            ("127.0.0.1", ["198.51.100.1, garbage"], "127.0.0.1"),  # garbage ends the walk at the last trusted hop
+            ("127.0.0.1", ["garbage, 10.1.1.1"], "10.1.1.1"),
+            ("::1", ["2001:db8::1"], "2001:db8::1"),
+            ("127.0.0.1", [" 198.51.100.1 "], "198.51.100.1"),
+            ("local", ["198.51.100.1"], "local"),  # a unix socket peer
+        ]
+        for peer, header, expected in cases:
+            self.assertEqual(client_address(peer, header, trusted), expected, (peer, header))
+        self.assertEqual(client_address("127.0.0.1", ["198.51.100.1"], []), "127.0.0.1")
 
 
 class PasswdCommandTests(SynchronousTestCase):
@@ -234,6 +340,33 @@ class PasswdCommandTests(SynchronousTestCase):
         self.assertEqual(len(lines), 3)
         self.assertTrue(PasswdFile(path).check("bob", "new"))
         self.assertTrue(PasswdFile(path).check("foo", "bar"))
+
+    def test_admin_role(self):
+        path = _temp_path(self)
+        self.assertEqual(self.run_main("add", "root", "--file", path, "--stdin", "--admin", stdin="pw\n")[0], 0)
+        self.assertEqual(self.run_main("add", "bob", "--file", path, "--stdin", stdin="pw\n")[0], 0)
+        self.assertTrue(open(path).read().splitlines()[0].endswith(",admin"))
+        users = PasswdFile(path)
+        self.assertEqual((users.account("root").admin, users.account("bob").admin), (True, False))
+        # a new password keeps the role unless told otherwise
+        self.assertEqual(self.run_main("add", "root", "--file", path, "--stdin", stdin="new\n")[0], 0)
+        self.assertTrue(PasswdFile(path).account("root").admin)
+        self.assertTrue(PasswdFile(path).check("root", "new"))
+        self.assertEqual(self.run_main("add", "root", "--file", path, "--stdin", "--no-admin", stdin="new\n")[0], 0)
+        self.assertFalse(PasswdFile(path).account("root").admin)
+        self.assertEqual(self.run_main("add", "bob", "--file", path, "--stdin", "--admin", stdin="pw\n")[0], 0)
+        self.assertTrue(PasswdFile(path).account("bob").admin)
+        with self.assertRaises(SystemExit):
+            self.run_main("add", "bob", "--file", path, "--stdin", "--admin", "--no-admin", stdin="pw\n")
+
+    def test_old_two_field_files_stay_valid(self):
+        path = _temp_path(self)
+        legacy = hashlib.sha256(b"bar").hexdigest()
+        with open(path, "w") as f:
+            f.write("foo,{}\n".format(legacy))
+        self.assertEqual(PasswdFile(path).account("foo"), Account(legacy, False))
+        self.run_main("add", "carol", "--file", path, "--stdin", stdin="pw\n")
+        self.assertEqual(open(path).read().splitlines()[0], "foo,{}".format(legacy))
 
     def test_prompt_twice(self):
         path = _temp_path(self)

@@ -6,6 +6,7 @@ import re
 import secrets
 import signal
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class FakeDeployApi:
         self.users = dict(users or {"foo": "bar", "zip": "zap"})
         self.tokens = {}
         self.instances = {}
+        #: POST /deploy/<name>/access: None answers 409 (access tokens off), else the cookie name to name
+        self.access_cookie = "wakeproxy_access"
+        self.forwarded_for = []  # the X-Forwarded-For header of each POST /login
         self.requests = []  # (method, path, authorization header, parsed JSON body or None)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeApiHandler)
@@ -86,6 +90,7 @@ class _FakeApiHandler(BaseHTTPRequestHandler):
         with api.lock:
             api.requests.append((self.command, path, self.headers.get("Authorization"), body))
             if path == "/login" and self.command == "POST":
+                api.forwarded_for.append(self.headers.get("X-Forwarded-For"))
                 user, password = body.get("username"), body.get("password")
                 if api.users.get(user) != password:
                     return self._problem(401, "login invalid: wrong user name or password")
@@ -108,6 +113,17 @@ class _FakeApiHandler(BaseHTTPRequestHandler):
             if path.startswith("/deploy/") and self.command == "GET":
                 doc = api.instances.get(path[len("/deploy/"):])
                 return self._reply(200, doc) if doc else self._problem(404, "no managed instance")
+            if path.startswith("/deploy/") and path.endswith("/access") and self.command == "POST":
+                name = path[len("/deploy/"):-len("/access")]
+                doc = api.instances.get(name)
+                if doc is None or doc["labels"].get(app.USER_LABEL) != api.tokens[token]:
+                    return self._problem(404, "no managed instance named %s" % json.dumps(name))
+                if api.access_cookie is None:
+                    return self._problem(409, "access tokens are off: wakeproxy runs without --access-key")
+                value = "signed-%s-for-%s" % (name, api.tokens[token])
+                return self._reply(200, {"token": value, "expires": int(time.time()) + 3600, "instance": name,
+                                         "cookie": "%s=%s; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax" % (
+                                             api.access_cookie, value)})
             return self._problem(404, "no such API endpoint")
 
     do_GET = do_POST = do_PUT = do_DELETE = _handle
@@ -240,6 +256,12 @@ class SignInTests(HomeTestCase):
         self.assertNotIn(app.SESSION_COOKIE, client.cookies)
         self.assertEqual(self.api.posts("/login")[-1][3], {"username": "foo", "password": "nope"})
 
+    def test_the_users_address_goes_to_the_api(self):
+        """Finding 7: the API limits failed sign-ins per user address, which only mock_home knows."""
+        self.sign_in("foo", "nope")
+        self.sign_in("foo", "nope", headers={"X-Forwarded-For": "203.0.113.9"})
+        self.assertEqual(self.api.forwarded_for, ["127.0.0.1", "203.0.113.9, 127.0.0.1"])
+
     def test_success(self):
         client, response = self.sign_in()
         self.assertEqual(response.status_code, 303)
@@ -347,12 +369,22 @@ class CreateBridgeNetworkTests(HomeTestCase):
         labels = body["labels"]
         self.assertEqual(labels["mock-home.user"], "foo")
         self.assertEqual(labels["traefik.enable"], "true")
-        self.assertEqual(labels["traefik.http.routers.u-foo.rule"],
-                         "HeadersRegexp(`Cookie`, `(^|;\\s*)instance=u-foo(;|$)`)")
+        self.assertNotIn("traefik.http.routers.u-foo.rule", labels)  # wakeproxy --router-labels writes it
         self.assertEqual(labels["traefik.http.services.u-foo.loadbalancer.server.port"], "9000")
         self.assertEqual(labels["wakeproxy.port"], "9000")
         self.assertEqual(labels["wakeproxy.idle-timeout"], "30s")
         self.assertEqual(body["envs"], {"PORT": "9000", "HOST": "0.0.0.0", "IDLE": "0", "CONNSTR": "db for foo"})
+
+
+class CreateWithRouterRuleTests(HomeTestCase):
+    home_env = {"INSTANCE_NETWORK": "web", "INSTANCE_ROUTER_RULE": "1"}
+
+    def test_the_anchored_rule_on_request(self):
+        client = self.signed_in()
+        self.post(client, "/home/create", {"csrf": csrf_of(self.home_page(client), "/home/create")})
+        [(_, _, _, body)] = self.api.posts()
+        self.assertEqual(body["labels"]["traefik.http.routers.u-foo.rule"],
+                         "HeadersRegexp(`Cookie`, `(^|;\\s*)instance=u-foo(;|$)`)")
 
 
 class OpenTests(HomeTestCase):
@@ -377,6 +409,12 @@ class OpenTests(HomeTestCase):
         self.assertEqual(attributes["samesite"], "Lax")
         self.assertEqual(attributes["path"], "/")
         self.assertNotIn("secure", attributes)
+        value, attributes = set_cookies(response)["wakeproxy_access"]
+        self.assertEqual(value, "signed-u-foo-for-foo")
+        self.assertIn("httponly", attributes)
+        self.assertEqual((attributes["samesite"], attributes["path"]), ("Lax", "/"))
+        self.assertTrue(3500 <= int(attributes["max-age"]) <= 3600)
+        self.assertNotIn("secure", attributes)
 
     def test_open_behind_https(self):
         client = self._client_with_instance()
@@ -384,6 +422,20 @@ class OpenTests(HomeTestCase):
                              headers={"X-Forwarded-Proto": "https"})
         self.assertEqual(response.status_code, 303)
         self.assertIn("secure", set_cookies(response)["instance"][1])
+        self.assertIn("secure", set_cookies(response)["wakeproxy_access"][1])
+
+    def test_open_without_access_tokens_sets_the_instance_cookie_only(self):
+        self.api.access_cookie = None  # the API answers 409
+        client = self._client_with_instance()
+        response = self.post(client, "/home/open", {"csrf": csrf_of(self.home_page(client), "/home/open")})
+        self.assertEqual(response.status_code, 303)
+        self.assertEqual(set(set_cookies(response)), {"instance"})
+
+    def test_the_access_cookie_is_named_as_the_api_says(self):
+        self.api.access_cookie = "tenant"
+        client = self._client_with_instance()
+        response = self.post(client, "/home/open", {"csrf": csrf_of(self.home_page(client), "/home/open")})
+        self.assertEqual(set(set_cookies(response)), {"instance", "tenant"})
 
     def test_open_someone_elses(self):
         self.api.add_instance("u-zip", user="zip")
@@ -401,6 +453,7 @@ class OpenTests(HomeTestCase):
         value, attributes = set_cookies(response)["instance"]
         self.assertEqual((value, attributes["path"], attributes["samesite"]), ("u-foo", "/", "Lax"))
         self.assertIn("httponly", attributes)
+        self.assertEqual(set_cookies(response)["wakeproxy_access"][0], "signed-u-foo-for-foo")
 
     def test_shortcut_signed_out(self):
         self.api.add_instance("u-foo", user="foo")

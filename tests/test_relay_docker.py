@@ -858,3 +858,29 @@ class GracefulStopTests(_RelayCase):
         self.assertIn("retry-after", answer.headers)
         self.assertIn(status, (143, -15))  # twistd re-raises SIGTERM
         self.assertLess(stopped, 10)
+
+
+class AccessLogTests(_RelayCase):
+    def test_one_json_line_per_request_and_tunnel(self):
+        name = self.instances.create()
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "access.log")
+        server = self.wakeproxy("--access-log", path)
+        self.assertEqual(self.get(server, name, "/bytes/100").status_code, 200)
+        with connect("ws://127.0.0.1:{}/ws".format(server.proxy_port), additional_headers=_cookie(name)) as ws:
+            ws.send("hello")
+            self.assertEqual(ws.recv(timeout=10), "hello")
+        deadline = time.monotonic() + 5
+        while True:
+            with open(path) as f:
+                lines = [json.loads(line) for line in f if line.strip()]
+            if len(lines) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        first, tunnel = lines[:2]
+        self.assertEqual((first["instance"], first["status"], first["woke"]), (name, 200, True))
+        self.assertGreaterEqual(first["bytes_out"], 100)  # body bytes as sent (chunk framing included)
+        self.assertIn("health;dur=", first["wake"])
+        self.assertEqual((tunnel["status"], tunnel["tunnel"]), (101, True))
+        self.assertGreater(tunnel["bytes_in"], 0)

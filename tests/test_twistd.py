@@ -37,7 +37,10 @@ class UsageTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         for option in ("--listen", "--api-listen", "--docker-url", "--owner-label", "--select", "--wake-timeout",
                        "--upstream", "--max-held", "--max-body", "--head-timeout", "[default: tcp:8008:interface=127.0.0.1]",
-                       "[default: tcp:8000]", "[default: wakeproxy.managed=true]"):
+                       "[default: tcp:8000]", "[default: wakeproxy.managed=true]", "--access", "--access-key",
+                       "--access-cookie", "[default: wakeproxy_access]", "--access-ttl", "[default: 12h]",
+                       "--forward-auth-headers", "--forward-auth-cache", "--metrics-auth", "--allow-port",
+                       "--allow-router-rules", "--router-labels"):
             self.assertIn(option, " ".join(result.stdout.split()))
 
     def test_bad_values_are_one_line_usage_errors(self):
@@ -51,6 +54,10 @@ class UsageTests(SynchronousTestCase):
             (["--api-listen", "nosuchkind:1"], "bad endpoint"),
             (["--upstream-ca", "/nonexistent.pem"], "--upstream-ca"),
             (["--select", "sniff:x"], "--select"),
+            (["--access", "closed"], "--access"),
+            (["--access", "signed"], "--access-key"),
+            (["--access-key", "/nonexistent.keys"], "--access-key"),
+            (["--allow-port", "99999"], "--allow-port"),
         ]
         for args, expected in cases:
             result = _twistd(*args)
@@ -87,3 +94,4 @@ class RunTests(SynchronousTestCase):
         log = server.log()
         self.assertNotIn("Traceback", log)
         self.assertIn("Server Shut Down", log)
+        self.assertIn("--access open: ANYONE who can reach the proxy listener", log)  # no --access-key given

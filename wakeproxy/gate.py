@@ -40,10 +40,16 @@ class OpenGate:
 
 
 class SignedGate:
-    def __init__(self, keys: AccessKeys, clock, cookie: str = COOKIE):
+    """
+    C{owner_of(name)}: the instance's current owner (C{""} for the operator's), or None when there is no
+    such instance; a token issued to an earlier instance of the same name (another owner) is refused.
+    """
+
+    def __init__(self, keys: AccessKeys, clock, cookie: str = COOKIE, owner_of=None):
         self._keys = keys
         self._clock = clock
         self._cookie = cookie
+        self._owner_of = owner_of
         self._prefix = cookie.encode("ascii") + b"="
 
     def check(self, head, name: str):
@@ -61,9 +67,13 @@ class SignedGate:
         if token is None:
             return "this instance needs an access token: open it from the home page"
         try:
-            self._keys.check(token, name, self._clock.seconds())
+            owner = self._keys.check(token, name, self._clock.seconds())
         except AccessRefused as e:
             return str(e)
+        if self._owner_of is not None:
+            current = self._owner_of(name)
+            if current is not None and current != owner:
+                return "the access token was issued for an earlier instance of this name; open it again"
         strip_token(head, self._cookie)
         return None
 

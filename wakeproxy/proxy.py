@@ -20,7 +20,7 @@ from .deployspec import listening_ports
 from .dispatch import Dispatcher
 from .gate import ForwardAuthGate, SignedGate
 from .idle import IdleStopper
-from .labels import DEFAULT_ALLOW_PORTS
+from .labels import DEFAULT_ALLOW_PORTS, OWNER
 from .metrics import Registry
 from .readiness import Prober, ReadinessPlan
 from .relay import RelayFactory, Timeouts
@@ -62,7 +62,7 @@ class ProxyService(Service):
             home_upstream=upstream_from_url(options["home-upstream"] or options["upstream"])
             if (options["home-upstream"] or not direct) else None,
             idle_tunnel=options["idle-tunnel"], clock=reactor,
-            gate=_gate(options, reactor, tls_policy), ports=(allow_ports, own_ports))
+            gate=_gate(options, reactor, tls_policy, runtime), ports=(allow_ports, own_ports))
         self.pool = UpstreamPool(reactor, connect_timeout=options["connect-timeout"],
                                  idle_timeout=options["upstream-idle-timeout"], tls_policy=tls_policy)
         self.relay = RelayFactory(
@@ -106,11 +106,15 @@ class ProxyService(Service):
         return self.relay.drain(self._drain_timeout).addCallback(closed)
 
 
-def _gate(options, reactor, tls_policy):
+def _gate(options, reactor, tls_policy, runtime):
     """C{--access}: who may use an instance through the proxy (gate.py); None when everyone may."""
     access = options.get("access") or "open"
     if access == "signed":
-        return SignedGate(options["access-keys"], reactor, options.get("access-cookie") or COOKIE)
+        def owner_of(name: str):
+            container = runtime.get(name)
+            return None if container is None else container.labels.get(OWNER, "")
+
+        return SignedGate(options["access-keys"], reactor, options.get("access-cookie") or COOKIE, owner_of)
     if access == "forward-auth":
         from .httpclient import QuietPool, make_agent
 

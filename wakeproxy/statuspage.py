@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_statuspage_browser -*-
 """
-C{GET /ui} on the API listener: the operators' status page. A static page (no data in it, so it needs no
-auth to fetch); its script signs in through C{POST /login}, keeps the token in sessionStorage, polls
-C{GET /deploy} every second and drives start/stop/delete through the same deploy API.
+C{GET /ui} on the API listener: the status page. A static page (no data in it, so it needs no auth to
+fetch); its script signs in through C{POST /login}, keeps the token in sessionStorage, polls C{GET /deploy}
+every second and drives start/stop/delete through the same deploy API. It shows what the signed-in user
+may see: their own instances, or every managed one for an admin (with each instance's owner).
 """
 
 from __future__ import annotations
@@ -27,15 +28,19 @@ table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ddd;pad
 </form>
 <p id="error"></p>
 <div id="board" hidden>
-  <p><span id="count"></span> instances; updated <span id="updated"></span> <button id="ui-signout">Sign out</button></p>
-  <table id="instances"><thead><tr><th>instance</th><th>state</th><th>health</th><th>in flight</th>
+  <p>Signed in as <strong id="who"></strong>: <span id="count"></span> instances; updated <span id="updated"></span>
+  <button id="ui-signout">Sign out</button></p>
+  <table id="instances"><thead><tr><th>instance</th><th>owner</th><th>state</th><th>health</th><th>in flight</th>
   <th>held</th><th>last activity</th><th>idle stop at</th><th>last wake</th><th></th></tr></thead><tbody></tbody></table>
 </div>
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem("wakeproxy-token");
-function show(signedIn) { $("signin-form").hidden = signedIn; $("board").hidden = !signedIn; }
+function show(signedIn) {
+  $("signin-form").hidden = signedIn; $("board").hidden = !signedIn;
+  $("who").textContent = sessionStorage.getItem("wakeproxy-user") || "";
+}
 function when(t) { return t ? new Date(t * 1000).toLocaleTimeString() : "-"; }
 async function api(method, path) {
   const r = await fetch(path, {method, headers: {"Authorization": "Bearer " + token}});
@@ -56,7 +61,8 @@ function render(instances) {
   for (const i of instances) {
     const a = i.activity || {}, w = a.last_wake;
     const row = body.insertRow(); row.dataset.name = i.name;
-    cell(row, i.name, "name"); cell(row, i.state, "state " + i.state); cell(row, i.health, "health " + i.health);
+    cell(row, i.name, "name"); cell(row, i.owner ?? "-", "owner");
+    cell(row, i.state, "state " + i.state); cell(row, i.health, "health " + i.health);
     cell(row, a.inflight ?? "-", "inflight"); cell(row, a.held ?? "-", "held");
     cell(row, when(a.last_activity), "last-activity"); cell(row, when(a.idle_deadline), "idle-deadline");
     cell(row, w ? (w.outcome + (w.total !== undefined ? " in " + Math.round(w.total * 1000) + " ms" : "") +
@@ -81,9 +87,13 @@ $("signin-form").onsubmit = async (ev) => {
     body: JSON.stringify({username: $("ui-username").value, password: $("ui-password").value})});
   const body = await r.json();
   if (!r.ok) { $("error").textContent = body.detail || "sign-in failed"; return; }
-  token = body.token; sessionStorage.setItem("wakeproxy-token", token); $("error").textContent = ""; show(true); refresh();
+  token = body.token; sessionStorage.setItem("wakeproxy-token", token);
+  sessionStorage.setItem("wakeproxy-user", $("ui-username").value); shown = "";
+  $("error").textContent = ""; show(true); refresh();
 };
-$("ui-signout").onclick = () => { token = null; sessionStorage.removeItem("wakeproxy-token"); show(false); };
+$("ui-signout").onclick = () => {
+  token = null; sessionStorage.removeItem("wakeproxy-token"); sessionStorage.removeItem("wakeproxy-user"); show(false);
+};
 show(!!token); refresh(); setInterval(refresh, 1000);
 </script></body></html>
 """

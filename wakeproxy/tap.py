@@ -15,18 +15,27 @@ import re
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
+from .access import COOKIE as ACCESS_COOKIE
+from .access import AccessKeys
 from .durations import parse_duration
 from .runtime import OwnerLabel, parse_owner_label
 from .selector import parse_selector
 from .wakepolicy import DEFAULT_NO_WAKE_PATHS, parse_wake_rate
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "makeService", "parse_port_range"]
 
 _DURATIONS = ("wake-timeout", "stop-timeout", "ready-delay", "token-ttl", "head-timeout", "body-timeout",
-              "keepalive-timeout", "connect-timeout", "upstream-idle-timeout")
+              "keepalive-timeout", "connect-timeout", "upstream-idle-timeout", "access-ttl", "forward-auth-cache",
+              "drain-timeout")
+#: the ports a tenant's wakeproxy.port may name when no --allow-port is given.
+DEFAULT_ALLOWED_PORTS = [(1024, 65535)]
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: header and cookie names
+
+log = Logger()
 _POSITIVE_INTS = ("max-held", "max-held-per-instance", "max-upstream-per-instance",
                   "docker-threads", "max-api-body", "max-head-bytes")
 
@@ -82,12 +91,32 @@ class Options(usage.Options):
         ["idle-tunnel", None, "data",
          "What keeps an instance awake through a WebSocket/upgraded tunnel: 'data' frames, or the 'open' tunnel "
          "(label wakeproxy.idle-tunnel overrides)."],
+        ["drain-timeout", None, "10s",
+         "On SIGTERM: how long exchanges in flight and tunnels may take to finish before they are closed."],
+        ["access-log", None, None, "Access log of the proxy listener: a FILE, or '-' for standard output [default: off]."],
+        ["access-log-format", None, "json", "Access log lines: 'json' (one object per line) or 'combined' (Apache)."],
+        ["access", None, None,
+         "Who may use an instance through the proxy: 'open' (anyone who names it), 'signed' (an access token "
+         "from the deploy API) or 'forward-auth:URL' (ask URL first) [default: signed with --access-key, "
+         "else open]."],
+        ["access-key", None, None,
+         "File of access token keys (one per line, at least 32 characters; the first signs, any verifies)."],
+        ["access-cookie", None, ACCESS_COOKIE, "Cookie carrying the access token (or header X-Wakeproxy-Access)."],
+        ["access-ttl", None, "12h", "Lifetime of an access token issued by POST /deploy/<name>/access."],
+        ["forward-auth-headers", None, None,
+         "With --access forward-auth: response headers (H1,H2) copied onto the upstream request [default: none]."],
+        ["forward-auth-cache", None, "0",
+         "With --access forward-auth: how long an answer is reused per credential and instance (0: never)."],
     ]
     optFlags = [
         ["keep-path", None, "With --select path:PREFIX, forward the path unchanged."],
         ["no-auth", None, "Serve the deploy API without credentials (local demos only: logged loudly)."],
         ["allow-host-network", None, "Let the deploy API create containers with network 'host'."],
         ["loading-page", None, "Browsers navigating to a sleeping instance get a page that waits, then reloads."],
+        ["access-cookie-secure", None, "Mark the access cookie Secure even when the API is asked over plain http."],
+        ["metrics-auth", None, "GET /metrics needs a deploy API token (Bearer) or a passwd user (Basic)."],
+        ["allow-router-rules", None, "Let API users set a Traefik router's rule and priority (refused otherwise)."],
+        ["router-labels", None, "The deploy API writes each instance's Traefik router labels itself."],
     ]
 
     def __init__(self) -> None:
@@ -97,6 +126,7 @@ class Options(usage.Options):
         self["no-wake-path"] = []
         self["no-wake-user-agent"] = []
         self["trusted-proxy"] = []
+        self["allow-port"] = []
 
     def opt_listen(self, description: str) -> None:
         """Endpoint for proxied traffic (repeatable) [default: tcp:8000]."""
@@ -116,6 +146,13 @@ class Options(usage.Options):
             self["trusted-proxy"].append(ipaddress.ip_network(cidr, strict=False))
         except ValueError as e:
             raise usage.UsageError("--trusted-proxy: {}".format(e))
+
+    def opt_allow_port(self, ports: str) -> None:
+        """Port or range (8080, 1024-65535) a tenant's wakeproxy.port may name (repeatable) [default: 1024-65535]."""
+        try:
+            self["allow-port"].append(parse_port_range(ports))
+        except ValueError as e:
+            raise usage.UsageError("--allow-port: {}".format(e))
 
     def opt_no_wake_user_agent(self, regex: str) -> None:
         """User-Agent regex that never wakes an instance nor counts as activity (repeatable), e.g. UptimeRobot."""
@@ -172,6 +209,13 @@ class Options(usage.Options):
             self["max-body"] = int(self["max-body"])
         except ValueError:
             raise usage.UsageError("--max-body: {!r} is not a whole number".format(self["max-body"]))
+        if self["access-log-format"] not in ("json", "combined"):
+            raise usage.UsageError("--access-log-format: use 'json' or 'combined', got {!r}".format(
+                self["access-log-format"]))
+        if self["access-log"] not in (None, "-"):
+            directory = os.path.dirname(os.path.abspath(self["access-log"]))
+            if not os.path.isdir(directory):
+                raise usage.UsageError("--access-log: no such directory {!r}".format(directory))
         if self["idle-tunnel"] not in ("data", "open"):
             raise usage.UsageError("--idle-tunnel: use 'data' or 'open', got {!r}".format(self["idle-tunnel"]))
         if self["wake-timeout"] <= 0:
@@ -194,6 +238,53 @@ class Options(usage.Options):
             raise usage.UsageError("--name-pattern: not a regular expression ({})".format(e))
         if self["pull"] not in ("never", "missing"):
             raise usage.UsageError("--pull: use 'never' or 'missing', got {!r}".format(self["pull"]))
+        if not self["allow-port"]:
+            self["allow-port"] = list(DEFAULT_ALLOWED_PORTS)
+        self._access_options()
+
+    def _access_options(self) -> None:
+        keys = None
+        if self["access-key"] is not None:
+            try:
+                keys = AccessKeys.from_file(self["access-key"])
+            except OSError as e:
+                raise usage.UsageError("--access-key: cannot read {!r} ({})".format(self["access-key"], e.strerror))
+            except ValueError as e:
+                raise usage.UsageError("--access-key: {} in {!r}".format(e, self["access-key"]))
+        self["access-keys"] = keys
+        mode = self["access"] if self["access"] is not None else ("signed" if keys is not None else "open")
+        self["forward-auth-url"] = None
+        if mode.startswith("forward-auth:"):
+            url = mode[len("forward-auth:"):]
+            if not url.startswith(("http://", "https://")):
+                raise usage.UsageError("--access forward-auth:URL needs an http:// or https:// URL, got {!r}".format(url))
+            mode, self["forward-auth-url"] = "forward-auth", url
+        elif mode not in ("open", "signed"):
+            raise usage.UsageError("--access: use 'open', 'signed' or 'forward-auth:URL', got {!r}".format(mode))
+        if mode == "signed" and keys is None:
+            raise usage.UsageError("--access signed needs --access-key FILE (the keys that sign access tokens)")
+        self["access"] = mode
+        if _TOKEN_RE.fullmatch(self["access-cookie"]) is None:
+            raise usage.UsageError("--access-cookie: {!r} is not a cookie name".format(self["access-cookie"]))
+        if self["access-ttl"] <= 0:
+            raise usage.UsageError("--access-ttl: must be more than 0 seconds")
+        headers = [h.strip() for h in (self["forward-auth-headers"] or "").split(",") if h.strip()]
+        for header in headers:
+            if _TOKEN_RE.fullmatch(header) is None:
+                raise usage.UsageError("--forward-auth-headers: {!r} is not a header name".format(header))
+        self["forward-auth-headers"] = [h.lower() for h in headers]
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """C{(low, high)} from C{"8080"} or C{"1024-65535"}; ValueError with a sentence otherwise."""
+    low, sep, high = text.strip().partition("-")
+    try:
+        bounds = (int(low), int(high) if sep else int(low))
+    except ValueError:
+        raise ValueError("use a port (8080) or a range (1024-65535), got {!r}".format(text))
+    if not 1 <= bounds[0] <= bounds[1] <= 65535:
+        raise ValueError("ports are 1-65535, low to high, got {!r}".format(text))
+    return bounds
 
 
 def _check_endpoint(description: str) -> None:
@@ -223,6 +314,9 @@ def makeService(options: Options, reactor=None) -> MultiService:
     from .metrics import Registry
     from .proxy import ProxyService
 
+    if options["access"] == "open":
+        log.warn("--access open: ANYONE who can reach the proxy listener can wake and use ANY instance by naming "
+                 "it; give --access-key FILE (signed access tokens) or --access forward-auth:URL")
     top = MultiService()
     owner: OwnerLabel = options["owner-label"]
     runtime = DockerRuntime(reactor, options["docker-url"], owner, max_threads=options["docker-threads"])
@@ -238,4 +332,26 @@ def makeService(options: Options, reactor=None) -> MultiService:
                                          metrics=metrics),
                          requestFactory=limited_request(options["max-api-body"]), reactor=reactor)
     StreamServerEndpointService(serverFromString(reactor, options["api-listen"]), api_site).setServiceParent(top)
+    reactor.addSystemEventTrigger("before", "shutdown", _repeated_signals_wait, options["drain-timeout"])
     return top
+
+
+def _repeated_signals_wait(drain_timeout: float) -> None:
+    """
+    Once shutting down (draining, at most --drain-timeout), a second Ctrl-C or SIGTERM only says so: the
+    reactor's own handler would try to stop it again and log a traceback.
+    """
+    import signal
+
+    from twisted.logger import Logger
+
+    log = Logger(namespace="wakeproxy.tap")
+
+    def again(signum, frame) -> None:
+        log.info("already stopping: connections in flight get at most {seconds:g}s", seconds=drain_timeout)
+
+    try:
+        signal.signal(signal.SIGINT, again)
+        signal.signal(signal.SIGTERM, again)
+    except ValueError:
+        pass  # not the main thread (tests): nothing to do
