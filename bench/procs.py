@@ -338,8 +338,9 @@ class Wakeproxy(Proc):
             time.sleep(interval)
         raise WakeproxyFailed("{}: /healthz not ready after {:g}s (last answer {!r})".format(self.name, timeout, last))
 
-    #: warnings that are expected with the benchmark's configuration (no deploy API users)
-    BENIGN = ("no --passwd",)
+    #: warnings that are expected with the benchmark's configuration (no deploy API users, open access: the
+    #: harness names instances directly, as the old spawner's clients did)
+    BENIGN = ("no --passwd", "--access open:")
 
     def problems(self) -> list[str]:
         """

@@ -148,8 +148,9 @@ class DeployDockerTests(_APICase):
         self.assertEqual(created["ContainerID"], inspect["Id"])
         self.assertEqual(created["state"], "running")
         self.assertEqual(inspect["Config"]["Labels"]["wakeproxy.test"], self.server.owner_value)
-        # nothing privileged about it
+        # nothing privileged about it, and Docker's init as PID 1 (an app that ignores SIGTERM still stops)
         host = inspect["HostConfig"]
+        self.assertIs(host["Init"], True)
         self.assertFalse(host["Privileged"])
         self.assertFalse(host.get("Binds"))
         self.assertFalse(host.get("CapAdd"))

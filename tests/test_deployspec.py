@@ -226,7 +226,15 @@ class TableTests(SynchronousTestCase):
 
     def test_the_base_body_is_valid(self):
         spec = check_deploy(parse_json(_body()), TABLE_POLICY)
-        self.assertEqual(spec, CreateSpec(name=TABLE_NAME, image="mock-app:latest", network="none"))
+        self.assertEqual(spec, CreateSpec(name=TABLE_NAME, image="mock-app:latest", network="none", init=True))
+
+    def test_init_defaults_to_true_and_can_be_turned_off(self):
+        body = json.loads(_body())
+        self.assertFalse(check_deploy(dict(body, init=False), TABLE_POLICY).init)
+        for wrong in ("yes", 1, None, []):
+            with self.assertRaises(BodyError) as caught:
+                check_deploy(dict(body, init=wrong), TABLE_POLICY)
+            self.assertEqual([e.field for e in caught.exception.errors], ["init"])
 
 
 #: the body the old spawner's examples/cookie-routing/create-minions.sh sends (its scripts log in as foo/bar).
@@ -277,7 +285,7 @@ class AcceptedTests(SynchronousTestCase):
 
     def test_minimal_body(self):
         spec = self.check({"name": "ab", "image": "mock-app"})
-        self.assertEqual(spec, CreateSpec(name="ab", image="mock-app"))
+        self.assertEqual(spec, CreateSpec(name="ab", image="mock-app", init=True))
 
     def test_own_routes_and_prefixed_ones(self):
         labels = {

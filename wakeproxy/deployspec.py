@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_NAME_PATTERN = "^[a-z0-9][a-z0-9-]{0,62}$"
-DEPLOY_KEYS = ("name", "network", "image", "labels", "envs")
+DEPLOY_KEYS = ("name", "network", "image", "labels", "envs", "init")
 LOGIN_KEYS = ("username", "password")
 MAX_ENTRIES = 64
 MAX_KEY = 256
@@ -268,6 +268,9 @@ def check_deploy(doc: Any, policy: CreatePolicy, owner: Optional[str] = None,
                                                           "([A-Za-z_][A-Za-z0-9_]*)")
     if labels is not None and name is not None:
         errors.extend(label_errors(labels, name, policy, network, owner, lookup))
+    init = doc.get("init", True)
+    if not isinstance(init, bool):
+        errors.append(FieldError("init", "must be true or false (Docker's init process as PID 1; default true)"))
     _raise(errors)
     labels = dict(labels or {})
     if policy.router_labels:
@@ -279,7 +282,7 @@ def check_deploy(doc: Any, policy: CreatePolicy, owner: Optional[str] = None,
         labels = written
     if owner is not None:
         labels[OWNER] = owner
-    return CreateSpec(name=name, image=image, labels=labels, env=envs or {}, network=network)
+    return CreateSpec(name=name, image=image, labels=labels, env=envs or {}, network=network, init=init)
 
 
 def label_errors(labels: dict[str, str], name: str, policy: CreatePolicy, network: Optional[str] = None,
