@@ -2,6 +2,8 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
+SHELL  := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: run test test-unit images docker tools venv bench bench-smoke clean clean-demo
 
@@ -9,7 +11,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py
 	bash scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
-	$(VENV)/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(VENV)/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat 2>&1 | bash scripts/quiet-noise.sh
 	touch $@
 
 docker:

@@ -22,8 +22,8 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     echo "built $BASE_IMAGE"
 fi
 
-docker build -q --build-arg BASE="$BASE_IMAGE" -f mock_app/Dockerfile -t mock-app:latest . >/dev/null
-docker build -q --build-arg BASE="$BASE_IMAGE" -f mock_home/Dockerfile -t mock-home:latest . >/dev/null
+docker build -q --build-arg BASE="$BASE_IMAGE" -f mock_app/Dockerfile -t mock-app:latest . 2>&1 >/dev/null | bash scripts/quiet-noise.sh >&2
+docker build -q --build-arg BASE="$BASE_IMAGE" -f mock_home/Dockerfile -t mock-home:latest . 2>&1 >/dev/null | bash scripts/quiet-noise.sh >&2
 
 # wakeproxy: its packages are installed here, on the host, into the build context (the image's Python is
 # the same minor version), so the image build needs no network.
@@ -32,9 +32,9 @@ stamp=build/image-site/.source-stamp
 source_stamp=$(cat setup.py wakeproxy/*.py wakeproxy/*.json twisted/plugins/*.py 2>/dev/null | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$source_stamp" ]; then
     rm -rf build/image-site
-    "$PIP" install -q --no-compile --target build/image-site . 2>&1 | grep -vi warning || true
+    "$PIP" install -q --no-compile --target build/image-site . 2>&1 | bash scripts/quiet-noise.sh
     rm -rf build/lib build/bdist* 2>/dev/null || true
     echo "$source_stamp" > "$stamp"
 fi
-docker build -q --build-arg BASE="$BASE_IMAGE" -t wakeproxy:latest . >/dev/null
+docker build -q --build-arg BASE="$BASE_IMAGE" -t wakeproxy:latest . 2>&1 >/dev/null | bash scripts/quiet-noise.sh >&2
 echo "images ready: $BASE_IMAGE mock-app:latest mock-home:latest wakeproxy:latest"
