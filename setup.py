@@ -11,7 +11,6 @@ setup(
     package_data={"twisted": ["plugins/wakeproxy_plugin.py"], "wakeproxy": ["openapi.json"]},
     install_requires=[
         "twisted[tls]>=24.7",
-        "treq>=24.9",
         "docker>=7.1",
         "service-identity>=24.1",
         "httptools>=0.6",

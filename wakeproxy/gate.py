@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_gate -*-
+# -*- test-case-name: tests.test_access -*-
 """
 Who may use an instance through the proxy listener (C{--access}): the step after selection and before
 anything is woken, answered, or forwarded. An unauthorised request learns nothing (not even whether the

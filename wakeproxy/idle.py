@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_idle -*-
+# -*- test-case-name: tests.test_idle_docker -*-
 """
 Scale to zero: a once-a-second sweep that puts idle instances to sleep through the waker.
 

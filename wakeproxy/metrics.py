@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_metrics -*-
+# -*- test-case-name: tests.test_api_unit -*-
 """
 Prometheus metrics in the text exposition format (0.0.4), without a client library: counters, gauges
 and histograms with a fixed, low-cardinality label set. One L{Registry} per process, injected.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_problem -*-
+# -*- test-case-name: tests.test_api_unit -*-
 """RFC 9457 problem details: every error wakeproxy answers is C{application/problem+json}."""
 
 import json

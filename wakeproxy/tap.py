@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_twistd -*-
 """
 C{twistd wakeproxy}: command-line options and the service tree.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_wakepolicy -*-
+# -*- test-case-name: tests.test_idle_docker -*-
 """
 Which requests may wake a sleeping instance (and count as activity on a running one). Bots, uptime
 monitors and browsers' automatic fetches should neither wake instances nor keep them awake.
