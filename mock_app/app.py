@@ -2,7 +2,9 @@
 
 Endpoints:
 
-* ``GET /``            JSON identity document; resets the idle timer.
+* ``GET /``            JSON identity document; resets the idle timer.  A browser (``Accept``
+                       preferring ``text/html`` to ``application/json``) gets it as a
+                       small HTML page instead, with a link back to ``/home``.
 * ``GET /status``      ``{"status": "ok", "left": "<idle time left>"}``; no reset.
 * ``POST|PUT /echo``   reads the body (Content-Length or chunked) and returns
                        its length, sha256, method, path and headers.
@@ -28,6 +30,7 @@ flight: the idle stop waits for it; after a signal it gets a close frame 1001.
 """
 
 import hashlib
+import html
 import os
 import re
 import socket
@@ -96,6 +99,56 @@ def pattern(offset, length):
         return _PATTERN_BLOCK[start:start + length]
     repeats = (start + length) // PATTERN_MODULUS + 1
     return (bytes(range(PATTERN_MODULUS)) * repeats)[start:start + length]
+
+
+def accepts_html(accept):
+    """Whether an ``Accept`` header prefers HTML: ``text/html`` (or XHTML) named with a quality above 0
+    and above that of ``application/json``. ``*/*`` alone, or no header, means JSON."""
+    best = {"html": 0.0, "json": 0.0}
+    for item in (accept or "").split(","):
+        media, _, params = item.strip().partition(";")
+        kind = {"text/html": "html", "application/xhtml+xml": "html",
+                "application/json": "json"}.get(media.strip().lower())
+        if kind is None:
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        best[kind] = max(best[kind], quality)
+    return best["html"] > 0 and best["html"] > best["json"]
+
+
+_PAGE_STYLE = ("body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem;color:#222}"
+               ".site{color:#555;margin:0}dt{font-weight:600;margin-top:.6rem}dd{margin:0}"
+               "code{font-size:1.05em;word-break:break-all}.awake{color:#070}")
+
+
+def identity_page(identity):
+    """The identity document as a small HTML page (every value escaped)."""
+    def esc(value):
+        return html.escape("" if value is None else str(value), quote=True)
+
+    connstr = identity["connection string"]
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+        "<title>%(instance)s · wakeproxy demo</title><style>%(style)s</style></head>\n<body>\n"
+        "<p class=\"site\">wakeproxy demo</p>\n"
+        "<h1>Instance <code>%(instance)s</code> is <span class=\"awake\">awake</span></h1>\n"
+        "<dl>\n<dt>Instance</dt><dd id=\"instance\"><code>%(instance)s</code></dd>\n"
+        "<dt>Host name</dt><dd id=\"hostname\"><code>%(hostname)s</code></dd>\n"
+        "<dt>Connection string</dt><dd id=\"connstr\">%(connstr)s</dd>\n"
+        "<dt>Requested</dt><dd id=\"requested\"><code>%(requested)s</code></dd>\n</dl>\n"
+        "<p>This is the demo app; programs asking for JSON get the same facts as JSON.</p>\n"
+        "<p><a id=\"home\" href=\"/home\">Back to your home page</a></p>\n</body></html>\n"
+        % {"instance": esc(identity["instance"]), "hostname": esc(identity["hostname"]),
+           "connstr": "<code>%s</code>" % esc(connstr) if connstr else "<em>(none set)</em>",
+           "requested": esc(identity["requested"]), "style": _PAGE_STYLE})
 
 
 def format_seconds(seconds):
@@ -182,12 +235,19 @@ class Handler(demo_http.DemoHandler):
     # -- endpoints --------------------------------------------------------
 
     def _root(self, state):
-        self._send_json(200, {
+        identity = {
             "hostname": state.hostname,
             "instance": state.instance,
             "connection string": state.connstr,
             "requested": (self.headers.get("Host") or "") + self.path,
-        })
+        }
+        vary = [("Vary", "Accept")]
+        if not accepts_html(", ".join(self.headers.get_all("Accept", []))):
+            return self._send_json(200, identity, vary)
+        self._send(200, identity_page(identity).encode("utf-8"), "text/html; charset=utf-8", vary + [
+            ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'"),
+            ("X-Content-Type-Options", "nosniff"),
+        ])
 
     def _slow(self):
         values = parse_qs(urlsplit(self.path).query).get("ms", [])

@@ -18,13 +18,17 @@ Routes:
 * ``GET /home/<name>``        the old mock-home shortcut: the cookie for one of *your* instances, 303 to ``/``
 * ``GET /home/healthz``       200 JSON (no API call)
 
+Every page names the site (``SITE_NAME``) in its title and above its heading.  The instance's Docker
+state and health are shown the way a person reads them (``awake``, ``waking``, ``asleep``...; see
+``state_words``), with the raw values in a detail line.
+
 "Your instance" is the one whose label ``mock-home.user`` is your user name.  Every POST form carries
 a CSRF token: the session's, or for the sign-in form an HMAC of the ``home_login`` cookie.
 
 Environment: ``PORT`` (8080), ``HOST`` (0.0.0.0), ``API_URL`` (http://127.0.0.1:8008),
 ``INSTANCE_IMAGE`` (mock-app:latest), ``INSTANCE_NETWORK`` (host), ``INSTANCE_IDLE_TIMEOUT`` (5m),
 ``INSTANCE_ROUTER_RULE`` (0; 1: send the anchored cookie rule, for a wakeproxy with --allow-router-rules
-and without --router-labels).
+and without --router-labels), ``SITE_NAME`` (wakeproxy demo).
 
 SIGTERM/SIGINT: stop accepting, let in-flight requests finish (at most 2 s), exit 0.
 """
@@ -66,6 +70,7 @@ NAME_PREFIX = "u-"
 MAX_NAME_PART = 40
 #: Paths under /home that are pages, not instance names for the GET /home/<name> shortcut.
 RESERVED = ("healthz", "login", "create", "open", "logout")
+DEFAULT_SITE_NAME = "wakeproxy demo"
 
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
 
@@ -105,6 +110,7 @@ class Config:
         self.network = (environ.get("INSTANCE_NETWORK") or HOST_NETWORK).strip()
         self.idle_timeout = (environ.get("INSTANCE_IDLE_TIMEOUT") or "5m").strip()
         self.router_rule = (environ.get("INSTANCE_ROUTER_RULE") or "0").strip().lower() in ("1", "true", "yes")
+        self.site_name = (environ.get("SITE_NAME") or "").strip() or DEFAULT_SITE_NAME
 
     def deploy_body(self, user, name, port=None):
         """The ``POST /deploy`` body creating ``name`` for ``user``."""
@@ -296,16 +302,45 @@ class Sessions:
 
 # -- pages -----------------------------------------------------------------------------------------
 
-_STYLE = ("body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem}"
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem;color:#222}"
+          "#site{color:#555;margin:0;font-weight:600}h1{margin-top:.3rem}"
           "#error{color:#a00;border:1px solid #a00;padding:.5rem}"
-          "label{display:block;margin:.5rem 0}form{margin:.75rem 0}code{font-size:1.05em}")
+          "label{display:block;margin:.5rem 0}form{margin:.75rem 0}code{font-size:1.05em}"
+          ".state-awake{color:#070}.state-waking{color:#a60}.state-asleep{color:#36c}"
+          ".state-gone,.state-unhealthy{color:#a00}.raw{color:#666;font-size:.85em}")
+
+#: Docker's container states (other than running), as a person would say them, and the class that colours them.
+_STATE_WORDS = {
+    "created": ("asleep", "asleep"),
+    "exited": ("asleep", "asleep"),
+    "paused": ("paused (asleep)", "asleep"),
+    "restarting": ("restarting", "waking"),
+    "removing": ("gone", "gone"),
+    "dead": ("gone", "gone"),
+}
 
 
-def render_page(title, body):
+def state_words(state, health):
+    """``(words, css class)`` for an instance's Docker state and health: a running instance is ``awake``
+    (healthy, or without a health check), ``waking`` (health check starting) or ``awake but unhealthy``; a
+    stopped one is ``asleep`` whatever its last health; a paused one ``paused (asleep)``; a dead or removed
+    one ``gone``.  An unknown state is shown as it is."""
+    state = (state or "").strip().lower() or "unknown"
+    health = (health or "").strip().lower()
+    if state == "running":
+        if health == "starting":
+            return "waking", "waking"
+        if health == "unhealthy":
+            return "awake but unhealthy", "unhealthy"
+        return "awake", "awake"
+    return _STATE_WORDS.get(state, (state, "unknown"))
+
+
+def render_page(title, body, site=DEFAULT_SITE_NAME):
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            "<title>%s</title><style>%s</style></head>\n<body>\n<h1>%s</h1>\n%s\n</body></html>\n"
-            % (esc(title), _STYLE, esc(title), body))
+            "<title>%s · %s</title><style>%s</style></head>\n<body>\n<p id=\"site\">%s</p>\n<h1>%s</h1>\n%s\n"
+            "</body></html>\n" % (esc(title), esc(site), _STYLE, esc(site), esc(title), body))
 
 
 def error_html(message):
@@ -320,6 +355,8 @@ def csrf_field(token):
 
 def signin_body(csrf, error=None, username=""):
     return (error_html(error)
+            + "<p id=\"intro\">Sign in to see your instance. It sleeps when nobody uses it; opening it wakes "
+              "it.</p>\n"
             + "<form id=\"signin-form\" method=\"post\" action=\"/home/login\">%s\n"
               "<label>User name <input id=\"username\" name=\"username\" autocomplete=\"username\" required "
               "value=\"%s\"></label>\n"
@@ -343,16 +380,18 @@ def dashboard_body(session, instance, error=None, unknown=False):
     else:
         state = instance.get("state") or instance.get("status") or "unknown"
         health = instance.get("health")
+        words, css = state_words(state, health)
+        raw = "Docker: %s" % state + (", health: %s" % health if health else "")
         parts.append(
             "<section id=\"instance\"><p>Your instance <code id=\"instance-name\">%s</code> is "
-            "<strong id=\"instance-state\">%s</strong>%s.</p>\n"
+            "<strong id=\"instance-state\" class=\"state-%s\" title=\"%s\">%s</strong>.</p>\n"
+            "<p id=\"instance-raw\" class=\"raw\">%s</p>\n"
             "<form method=\"post\" action=\"/home/open\">%s"
             "<input type=\"hidden\" name=\"name\" value=\"%s\">"
             "<button id=\"open\" type=\"submit\">Open</button></form>\n"
-            "<p>Opening sets the cookie <code>instance=%s</code>; a stopped instance is woken on the way.</p>"
-            "</section>\n"
-            % (esc(instance["name"]), esc(state),
-               " (health: <span id=\"instance-health\">%s</span>)" % esc(health) if health else "",
+            "<p>Opening sets the cookie <code>instance=%s</code>; an instance that is asleep is woken on the "
+            "way.</p></section>\n"
+            % (esc(instance["name"]), css, esc(raw), esc(words), esc(raw),
                csrf_field(session.csrf), esc(instance["name"]), esc(instance["name"])))
     parts.append("<form method=\"post\" action=\"/home/logout\">%s"
                  "<button id=\"signout\" type=\"submit\">Sign out</button></form>\n" % csrf_field(session.csrf))
@@ -428,7 +467,7 @@ class Handler(demo_http.DemoHandler):
         self._page(status, "Error", error_html(message))
 
     def _page(self, status, title, body_html, headers=()):
-        body = render_page(title, body_html).encode("utf-8")
+        body = render_page(title, body_html, self.server.state.config.site_name).encode("utf-8")
         headers = list(headers) + [
             ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                         "frame-ancestors 'none'; base-uri 'none'"),

@@ -1,6 +1,7 @@
 """
 The optional loading page in headless Chromium: a browser navigation to a sleeping instance gets a page
-that waits and reloads, while a curl-like request to the same instance is held and replayed.
+that waits and reloads (into mock_app's page for browsers), while a curl-like request to the same instance
+is held and replayed (and gets the JSON). Its phases and failure state: tests/test_pages_browser.py.
 """
 
 import os
@@ -9,6 +10,7 @@ import time
 
 import pytest
 import requests
+from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser import ARTIFACTS, chromium
@@ -40,10 +42,11 @@ class LoadingPageTests(_ProxyCase):
         time.sleep(0.2)
         driver.get(server.proxy_url + "/")
         self.assertIn("Waking", driver.title)
-        WebDriverWait(driver, 20, poll_frequency=0.1).until(lambda d: '"instance"' in d.page_source)
+        WebDriverWait(driver, 20, poll_frequency=0.1).until(lambda d: d.find_elements(By.ID, "hostname"))
         os.makedirs(ARTIFACTS, exist_ok=True)
         driver.save_screenshot(os.path.join(ARTIFACTS, "loading-page-after-wake.png"))
-        self.assertIn(name, driver.page_source)
+        self.assertEqual(driver.find_element(By.ID, "instance").text, name)  # mock_app's page for a browser
+        self.assertTrue(driver.find_element(By.ID, "home").get_attribute("href").endswith("/home"))
         thread.join(30)
         self.assertEqual(held["status"], 200)
         self.assertEqual(held["body"]["instance"], name)

@@ -137,6 +137,44 @@ class PatternTests(SynchronousTestCase):
         self.assertEqual(app.pattern(123457, 70000), whole[123457:123457 + 70000])
 
 
+class AcceptsHtmlTests(SynchronousTestCase):
+    """accepts_html: a browser's navigation gets the page, every other client the JSON."""
+
+    BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+    CASES = [
+        (BROWSER, True),
+        ("text/html", True),
+        ("TEXT/HTML; charset=utf-8", True),
+        ("application/xhtml+xml", True),
+        ("application/json, text/html;q=0.9", False),
+        ("text/html;q=0.5, application/json;q=0.9", False),
+        ("application/json;q=0.5, text/html", True),
+        ("application/json, text/html", False),  # a tie: JSON, the app's own format
+        ("text/html;q=0", False),
+        ("text/html;q=abc", False),
+        ("*/*", False),
+        ("text/*", False),
+        ("application/json", False),
+        ("", False),
+        (None, False),
+    ]
+
+    def test_table(self):
+        for accept, expected in self.CASES:
+            self.assertEqual(app.accepts_html(accept), expected, accept)
+
+    def test_page_escapes_everything(self):
+        page = app.identity_page({"hostname": "h<1>", "instance": "<script>x</script>",
+                                  "connection string": "a&b \"c\"", "requested": "x/?q=<i>"})
+        self.assertNotIn("<script>x", page)
+        self.assertNotIn("<i>", page)
+        self.assertIn("&lt;script&gt;x&lt;/script&gt;", page)
+        self.assertIn("a&amp;b &quot;c&quot;", page)
+        self.assertIn('<a id="home" href="/home">', page)
+        self.assertIn("(none set)", app.identity_page({"hostname": "h", "instance": "i",
+                                                       "connection string": "", "requested": "/"}))
+
+
 class EndpointTests(SynchronousTestCase):
     """Every endpoint of a running app."""
 
@@ -156,6 +194,26 @@ class EndpointTests(SynchronousTestCase):
             "connection string": "postgres://db/example",
             "requested": "demo.example:8080/?q=1",
         })
+
+    def test_root_for_a_browser(self):
+        """Issue 15: a browser gets the identity as a page with a way back home; curl still gets JSON."""
+        browser = {"Host": "demo.example", "Accept": AcceptsHtmlTests.BROWSER}
+        response, body = self.app.request("GET", "/", headers=browser)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.getheader("Content-Type"), "text/html; charset=utf-8")
+        self.assertEqual(response.getheader("Vary"), "Accept")
+        self.assertIn("default-src 'none'", response.getheader("Content-Security-Policy"))
+        page = body.decode("utf-8")
+        for text in ('<dd id="instance"><code>blue-1</code>', '<dd id="connstr"><code>postgres://db/example</code>',
+                     '<dd id="hostname"><code>%s</code>' % socket.gethostname(), 'href="/home"',
+                     "<title>blue-1 · wakeproxy demo</title>"):
+            self.assertIn(text, page)
+        response, body = self.app.request("HEAD", "/", headers={"Accept": "text/html"})
+        self.assertEqual((response.status, response.getheader("Content-Type"), body),
+                         (200, "text/html; charset=utf-8", b""))
+        response, body = self.app.request("GET", "/", headers={"Accept": "*/*"})
+        self.assertEqual(response.getheader("Content-Type"), "application/json")
+        self.assertEqual(json.loads(body)["instance"], "blue-1")
 
     def test_root_resets_status_does_not(self):
         first = left_seconds(self.app)

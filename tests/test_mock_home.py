@@ -53,12 +53,12 @@ class FakeDeployApi:
         self.server.server_close()
         self.thread.join()
 
-    def add_instance(self, name, user=None, state="exited"):
+    def add_instance(self, name, user=None, state="exited", health=None):
         labels = {"origin": "spawner"}
         if user is not None:
             labels[app.USER_LABEL] = user
         self.instances[name] = {"name": name, "id": secrets.token_hex(32), "image": "mock-app:latest",
-                                "labels": labels, "state": state, "health": None}
+                                "labels": labels, "state": state, "health": health}
 
     def posts(self, path="/deploy"):
         return [r for r in self.requests if r[0] == "POST" and r[1] == path]
@@ -135,7 +135,8 @@ class _FakeApiHandler(BaseHTTPRequestHandler):
 def start_home(testcase, api_url, **env):
     port = free_port()
     full_env = dict(os.environ)
-    for name in ("INSTANCE_IMAGE", "INSTANCE_NETWORK", "INSTANCE_IDLE_TIMEOUT", "http_proxy", "HTTP_PROXY"):
+    for name in ("INSTANCE_IMAGE", "INSTANCE_NETWORK", "INSTANCE_IDLE_TIMEOUT", "SITE_NAME", "http_proxy",
+                 "HTTP_PROXY"):
         full_env.pop(name, None)
     full_env.update(HOST="127.0.0.1", PORT=str(port), API_URL=api_url, PYTHONUNBUFFERED="1")
     full_env.update(env)
@@ -235,12 +236,51 @@ class NamingTests(SynchronousTestCase):
             self.assertIsNone(pattern.search(cookie), cookie)
 
 
+class StateWordsTests(SynchronousTestCase):
+    """Docker's state and health, the way a person reads them."""
+
+    CASES = [
+        (("running", "healthy"), ("awake", "awake")),
+        (("running", "none"), ("awake", "awake")),
+        (("running", None), ("awake", "awake")),
+        (("Running", "starting"), ("waking", "waking")),
+        (("running", "unhealthy"), ("awake but unhealthy", "unhealthy")),
+        (("exited", "unhealthy"), ("asleep", "asleep")),
+        (("exited", "none"), ("asleep", "asleep")),
+        (("created", None), ("asleep", "asleep")),
+        (("paused", "healthy"), ("paused (asleep)", "asleep")),
+        (("restarting", None), ("restarting", "waking")),
+        (("dead", None), ("gone", "gone")),
+        (("removing", "healthy"), ("gone", "gone")),
+        (("frozen<b>", None), ("frozen<b>", "unknown")),
+        ((None, None), ("unknown", "unknown")),
+    ]
+
+    def test_state_words(self):
+        for (state, health), expected in self.CASES:
+            self.assertEqual(app.state_words(state, health), expected, (state, health))
+
+
+class SiteNameTests(HomeTestCase):
+    home_env = {"SITE_NAME": "Acme <apps>"}
+
+    def test_every_page_names_the_site(self):
+        client = self.client()
+        for page in (self.get(client, "/home"), self.get(client, "/nowhere")):
+            self.assertIn("<title>", page.text)
+            self.assertIn(" · Acme &lt;apps&gt;</title>", page.text)
+            self.assertEqual(element_text(page.text, "site"), "Acme &lt;apps&gt;")
+        self.assertIn("Sign in", element_text(self.get(client, "/home").text, "intro"))
+
+
 class SignInTests(HomeTestCase):
 
     def test_signin_page(self):
         page = self.get(self.client(), "/home")
         self.assertEqual(page.status_code, 200)
         self.assertTrue(page.headers["Content-Type"].startswith("text/html"))
+        self.assertIn("<title>Sign in · wakeproxy demo</title>", page.text)
+        self.assertEqual(element_text(page.text, "site"), "wakeproxy demo")
         for element in ('id="username"', 'id="password"', 'id="signin"'):
             self.assertIn(element, page.text)
         self.assertNotIn('id="error"', page.text)
@@ -335,7 +375,8 @@ class CreateTests(HomeTestCase):
         })
         page = self.home_page(client)
         self.assertEqual(element_text(page, "instance-name"), "u-foo")
-        self.assertEqual(element_text(page, "instance-state"), "running")
+        self.assertEqual(element_text(page, "instance-state"), "awake")
+        self.assertEqual(element_text(page, "instance-raw"), "Docker: running")
         self.assertIn('id="open"', page)
         self.assertNotIn('id="create"', page)
 
@@ -394,9 +435,14 @@ class OpenTests(HomeTestCase):
         return self.signed_in(user, password)
 
     def test_page_shows_stopped_instance(self):
-        page = self.home_page(self._client_with_instance())
+        """Issue 15: a cleanly stopped instance (its last health check failed) is asleep, the raw state aside."""
+        self.api.add_instance("u-foo", user="foo", health="unhealthy")
+        page = self.home_page(self.signed_in())
         self.assertEqual(element_text(page, "instance-name"), "u-foo")
-        self.assertEqual(element_text(page, "instance-state"), "exited")
+        self.assertEqual(element_text(page, "instance-state"), "asleep")
+        self.assertIn('title="Docker: exited, health: unhealthy"', page)
+        self.assertEqual(element_text(page, "instance-raw"), "Docker: exited, health: unhealthy")
+        self.assertNotIn("(health:", page)
 
     def test_open(self):
         client = self._client_with_instance()

@@ -81,6 +81,7 @@ class _Instance:
     last_activity: float = 0.0
     wake_times: deque = field(default_factory=deque)
     last_wake: Optional[dict] = None
+    wake_began: float = 0.0
 
 
 class Waker:
@@ -127,10 +128,13 @@ class Waker:
         instance = self._instances.get(name)
         if instance is None:
             return {"inflight": 0, "last_activity": None, "waking": False, "stopping": False, "held": 0,
-                    "last_wake": None}
+                    "last_wake": None, "phase": None, "waking_for": None}
+        waking = instance.wake is not None
         return {"inflight": instance.inflight, "last_activity": instance.last_activity or None,
-                "waking": instance.wake is not None, "stopping": instance.stopping is not None,
-                "held": len(instance.waiters), "last_wake": instance.last_wake}
+                "waking": waking, "stopping": instance.stopping is not None,
+                "held": len(instance.waiters), "last_wake": instance.last_wake,
+                "phase": instance.phase if waking else None,
+                "waking_for": round(self._clock.seconds() - instance.wake_began, 3) if waking else None}
 
     def idle_since(self, name: str) -> Optional[float]:
         """When the instance's last exchange ended, or None while it is busy (in flight, waking, stopping)."""
@@ -206,7 +210,8 @@ class Waker:
     def _begin(self, instance: _Instance) -> None:
         instance.expired = False
         instance.phase = "start"
-        instance.wake_times.append(self._clock.seconds())
+        instance.wake_began = self._clock.seconds()
+        instance.wake_times.append(instance.wake_began)
         instance.timer = self._clock.callLater(self._wake_timeout, self._expire, instance)
         # The coroutine runs synchronously up to its first await and may re-enter wait_ready (groups,
         # dependencies): mark the wake as begun first, so that re-entry joins it instead of starting another.
