@@ -46,6 +46,7 @@ finish() {
     echo "stopping mock_home and the demo's instances (make clean-demo removes them)"
     docker rm -f wakeproxy-demo-home >/dev/null 2>&1 || true
     docker ps -q --filter label=wakeproxy.demo=1 | xargs -r docker stop -t 5 >/dev/null 2>&1 || true
+    exit 0  # the demo ended as asked (Ctrl-C): not an error for make
 }
 trap finish EXIT
 trap 'exit 0' INT TERM
@@ -65,9 +66,18 @@ wakeproxy is starting on http://$HOST:$PROXY_PORT (deploy API on 127.0.0.1:$API_
 
 Ctrl-C stops wakeproxy, mock_home and the demo's instances.
 EOT
-# not exec: the EXIT trap must run after wakeproxy stops (Ctrl-C reaches it too and it drains gracefully)
-.venv/bin/twistd -n --pidfile= wakeproxy \
-    --listen "tcp:$PROXY_PORT:interface=$HOST" --api-listen "tcp:$API_PORT:interface=127.0.0.1" \
-    --passwd "$DEMO_DIR/passwd.txt" --allow-host-network --allow-image 'mock-app:*' \
-    --access-key "$DEMO_DIR/access.key" --trusted-proxy 127.0.0.1/32 \
-    --home-upstream "http://127.0.0.1:$HOME_PORT" --loading-page || true
+WAKEPROXY=(.venv/bin/twistd -n --pidfile= wakeproxy
+    --listen "tcp:$PROXY_PORT:interface=$HOST" --api-listen "tcp:$API_PORT:interface=127.0.0.1"
+    --passwd "$DEMO_DIR/passwd.txt" --allow-host-network --allow-image 'mock-app:*'
+    --access-key "$DEMO_DIR/access.key" --trusted-proxy 127.0.0.1/32
+    --home-upstream "http://127.0.0.1:$HOME_PORT" --loading-page)
+# Not exec: the EXIT trap must run after wakeproxy stops. On a terminal, wakeproxy runs as its own job in
+# the foreground, so Ctrl-C reaches it alone (it drains and exits) and neither this script nor make see the
+# signal (make prints no "Interrupt" error); elsewhere it simply runs in this process group.
+if [ -t 0 ] && [ -t 1 ]; then
+    set -m
+    "${WAKEPROXY[@]}" &
+    fg %1 >/dev/null || true
+else
+    "${WAKEPROXY[@]}" || true
+fi
