@@ -50,3 +50,19 @@ class AccessLogTests(SynchronousTestCase):
         line = out.getvalue().strip()
         self.assertRegex(line, r'^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /a HTTP/1\.1" 200 2 '
                                r'"http://x/" "curl/8" instance=app duration_ms=[\d.]+ bytes_in=0 woke=0$')
+
+
+class JsonObserverTests(SynchronousTestCase):
+    def test_events_become_json_records_on_stdout(self):
+        import sys
+
+        from twisted.logger import Logger, LogPublisher
+
+        from wakeproxy.accesslog import json_observer
+
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        publisher = LogPublisher(json_observer())
+        Logger(namespace="wakeproxy.test", observer=publisher).info("woke {instance}", instance="demo-1")
+        record = json.loads(out.getvalue().strip("\x1e\n"))
+        self.assertEqual((record["instance"], record["log_namespace"]), ("demo-1", "wakeproxy.test"))
