@@ -724,7 +724,7 @@ class TimeoutTests(_WorldCase):
         world = self.world()
         client = world.client()
         client.send(b"GET / HTTP/1.1\r\nHost: exa")
-        world.tick(14)
+        world.tick(15)  # a timeout fires after T full ticks: between T and T+1 seconds, never early
         client.send(b"mple.test\r\n")
         self.assertEqual(client.received(), b"")
         world.tick(1)
@@ -753,7 +753,7 @@ class TimeoutTests(_WorldCase):
         upstream = world.upstream()
         world.tick(30)
         client.send(b"def")
-        world.tick(59)
+        world.tick(60)
         self.assertEqual(client.received(), b"")
         world.tick(1)
         answer = client.response()
@@ -769,7 +769,7 @@ class TimeoutTests(_WorldCase):
         client.send(request(b"POST /up", b"Content-Length: 10", body=b"abc"))
         upstream = world.upstream()
         upstream.send(response(b"200 OK", b"Transfer-Encoding: chunked") + b"3\r\nabc\r\n")
-        world.tick(5)
+        world.tick(6)
         self.assertEqual(client.state, "aborted")
         self.assertEqual(upstream.state, "aborted")
 
@@ -778,7 +778,7 @@ class TimeoutTests(_WorldCase):
         client = world.client()
         client.send(request(b"GET /"))
         world.upstream().send(response(body=b"ok"))
-        world.tick(74)
+        world.tick(75)
         self.assertEqual(client.state, "open")
         world.tick(1)
         self.assertEqual(client.state, "closed")
@@ -787,7 +787,7 @@ class TimeoutTests(_WorldCase):
     def test_idle_new_connection_closes_like_keepalive(self):
         world = self.world(timeouts=Timeouts(keepalive=5))
         client = world.client()
-        world.tick(5)
+        world.tick(6)
         self.assertEqual(client.state, "closed")
         self.assertEqual(client.received(), b"")
 
@@ -796,7 +796,7 @@ class TimeoutTests(_WorldCase):
         client = world.client()
         client.send(request(b"GET /slow"))
         upstream = world.upstream()
-        world.tick(2)
+        world.tick(3)
         self.assertEqual(client.received(), b"")
         world.tick(1)
         answer = client.response()

@@ -281,21 +281,21 @@ class RelayProtocol(Protocol):
         if exchange is None:
             if self._buf:
                 self.head_age += 1
-                if self.head_age >= timeouts.head and not self._closed:
+                if self.head_age > timeouts.head and not self._closed:
                     self._refuse(408, "the request head did not arrive within {:g}s".format(timeouts.head))
-            elif self.ticks >= timeouts.keepalive and not self._closed:
+            elif self.ticks > timeouts.keepalive and not self._closed:
                 self._closed = True
                 self.transport.loseConnection()
             return
         if exchange.tunnel:
             return
         if exchange.conn is not None and not exchange.body_done and not self._paused:
-            if self.ticks >= timeouts.body:
+            if self.ticks > timeouts.body:
                 exchange._refuse_body(408, "no request body bytes arrived for {:g}s".format(timeouts.body))
                 return
         if exchange.waiting and exchange.body_done and timeouts.upstream:
             exchange.wait_ticks += 1
-            if exchange.wait_ticks >= timeouts.upstream:
+            if exchange.wait_ticks > timeouts.upstream:
                 exchange.timed_out()
 
     # ends
