@@ -17,7 +17,7 @@ from typing import Optional
 
 import docker
 
-__all__ = ["MOCK_IMAGE", "check_problem", "ScriptProcess", "Twistd", "can_connect", "docker_client", "free_port", "import_script",
+__all__ = ["MOCK_IMAGE", "check_problem", "ScriptProcess", "Twistd", "start_wakeproxy", "can_connect", "docker_client", "free_port", "import_script",
            "remove_containers", "start_script", "unique_name"]
 
 MOCK_IMAGE = os.environ.get("WAKEPROXY_TEST_IMAGE", "mock-app:latest")
@@ -113,6 +113,29 @@ class Twistd:
     def log(self) -> str:
         with open(self.logfile.name, encoding="utf-8", errors="replace") as f:
             return f.read()
+
+
+def start_wakeproxy(testcase, *args: str, env: Optional[dict] = None, timeout: float = 10.0,
+                    listen: Optional[str] = None) -> Twistd:
+    """
+    C{twistd wakeproxy} for one test: started, waited for until its API says it has read the engine, and
+    stopped at cleanup, when its log must hold no traceback.
+    """
+    import requests
+
+    server = Twistd(*args, env=env, **({"listen": listen} if listen else {})).start()
+
+    def stop() -> None:
+        server.stop()
+        log = server.log()
+        testcase.assertNotIn("Traceback", log, log[-3000:])
+
+    testcase.addCleanup(stop)
+    deadline = time.monotonic() + timeout
+    while requests.get(server.api_url + "/healthz", timeout=5).status_code != 200:
+        testcase.assertLess(time.monotonic(), deadline, "wakeproxy never saw the Docker engine")
+        time.sleep(0.05)
+    return server
 
 
 def can_connect(port: int) -> bool:

@@ -35,7 +35,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.dockerapp import Instances
 from tests.privatedocker import PrivateDockerd
-from tests.support import MOCK_IMAGE, Twistd, free_port, unique_name
+from tests.support import MOCK_IMAGE, Twistd, free_port, start_wakeproxy, unique_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.faults]
 
@@ -90,18 +90,8 @@ class _FaultCase(SynchronousTestCase):
         self.owner = _owner()
 
     def wakeproxy(self, *args, timeout: float = 10) -> Twistd:
-        server = Twistd("--owner-label", self.owner, "--upstream-idle-timeout", "1s", *args).start()
-        self.addCleanup(self._stop, server)
-        deadline = time.monotonic() + timeout
-        while requests.get(server.api_url + "/healthz", timeout=5).status_code != 200:
-            self.assertLess(time.monotonic(), deadline, "wakeproxy never saw the Docker engine")
-            time.sleep(0.05)
-        return server
-
-    def _stop(self, server: Twistd) -> None:
-        server.stop()
-        log = server.log()
-        self.assertNotIn("Traceback", log, log[-3000:])
+        return start_wakeproxy(self, "--owner-label", self.owner, "--upstream-idle-timeout", "1s", *args,
+                               timeout=timeout)
 
     def assertFdsBack(self, server: Twistd, baseline: int, timeout: float = 10, engine_slack: int = 0,
                       baseline_unix: Optional[int] = None) -> float:
@@ -366,7 +356,6 @@ class BadUpstreams(_FaultCase):
         instances = Instances(owner=self.owner)
         self.addCleanup(instances.cleanup)
         name = instances.create(start=True)
-        port = instances.ports[name]
         # router mode waits for Docker's "healthy" when the image has a HEALTHCHECK (mock-app has one, every
         # 2 s): wait for it here, so that the figures below measure the upstream alone
         deadline = time.monotonic() + 15

@@ -14,7 +14,7 @@ import requests
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.dockerapp import Instances
-from tests.support import Twistd, check_problem, unique_name
+from tests.support import check_problem, start_wakeproxy, unique_name
 
 pytestmark = pytest.mark.docker
 
@@ -34,18 +34,7 @@ class _ProxyCase(SynchronousTestCase):
 
     def wakeproxy(self, *args):
         """Start wakeproxy (after creating the test's containers: its first resync then includes them)."""
-        server = Twistd(*args).start()
-        self.addCleanup(self._stop, server)
-        deadline = time.monotonic() + 10
-        while requests.get(server.api_url + "/healthz", timeout=5).status_code != 200:
-            self.assertLess(time.monotonic(), deadline, "wakeproxy never saw the Docker engine")
-            time.sleep(0.05)
-        return server
-
-    def _stop(self, server):
-        server.stop()
-        log = server.log()
-        self.assertNotIn("Traceback", log, log[-3000:])
+        return start_wakeproxy(self, *args)
 
     def get(self, server, name, path="/", **kw):
         headers = dict(_cookie(name), **kw.pop("headers", {}))

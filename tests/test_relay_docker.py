@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.dockerapp import Instances
-from tests.support import MOCK_IMAGE, Twistd, check_problem, free_port, remove_containers, unique_name
+from tests.support import MOCK_IMAGE, Twistd, check_problem, free_port, start_wakeproxy, remove_containers, unique_name
 
 pytestmark = pytest.mark.docker
 
@@ -70,18 +70,7 @@ class _RelayCase(SynchronousTestCase):
         self.addCleanup(self.session.close)
 
     def wakeproxy(self, *args, env: Optional[dict] = None, owner: Optional[str] = None) -> Twistd:
-        server = Twistd("--owner-label", owner or self.owner, *args, env=env).start()
-        self.addCleanup(self._stop, server)
-        deadline = time.monotonic() + 10
-        while requests.get(server.api_url + "/healthz", timeout=5).status_code != 200:
-            self.assertLess(time.monotonic(), deadline, "wakeproxy never saw the Docker engine")
-            time.sleep(0.05)
-        return server
-
-    def _stop(self, server: Twistd) -> None:
-        server.stop()
-        log = server.log()
-        self.assertNotIn("Traceback", log, log[-3000:])
+        return start_wakeproxy(self, "--owner-label", owner or self.owner, *args, env=env)
 
     def get(self, server: Twistd, name: str, path: str = "/", **kw) -> requests.Response:
         headers = dict(_cookie(name), **kw.pop("headers", {}))

@@ -160,10 +160,8 @@ class Dispatcher:
         """Not allowed: the gate's own answer, a redirect home for a browser, else 401."""
         if isinstance(verdict, answers.Answer):
             exchange.answer(verdict)
-        elif _wants_html(exchange.head) and exchange.head.target.split(b"?", 1)[0] != self._home_url.split(b"?", 1)[0]:
-            exchange.answer(answers.redirect(self._home_url))
         else:
-            exchange.answer(answers.problem(401, verdict))
+            self._home_or_problem(exchange, 401, verdict)
 
     def _selected(self, exchange, selection: Selection, uri: bytes) -> None:
         """The request may use the instance it selected (or names none): what happens to it."""
@@ -227,12 +225,15 @@ class Dispatcher:
         synced.addCallbacks(synced_now, failed)
 
     def _unknown(self, exchange, reason: str) -> None:
+        self._home_or_problem(exchange, 404, reason)
+
+    def _home_or_problem(self, exchange, status: int, detail: str) -> None:
+        """A browser navigation goes to the home page (never a redirect loop); anything else gets a problem."""
         head = exchange.head
-        path = head.target.split(b"?", 1)[0]
-        if _wants_html(head) and path != self._home_url.split(b"?", 1)[0]:
-            exchange.answer(answers.redirect(self._home_url))  # never a loop
+        if _wants_html(head) and head.target.split(b"?", 1)[0] != self._home_url.split(b"?", 1)[0]:
+            exchange.answer(answers.redirect(self._home_url))
         else:
-            exchange.answer(answers.problem(404, reason))
+            exchange.answer(answers.problem(status, detail))
 
     def _woken(self, report: Optional[WakeReport], exchange, name: str, uri: bytes) -> None:
         exchange.on_gone = None

@@ -53,11 +53,8 @@ class SignedGate:
         self._prefix = cookie.encode("ascii") + b"="
 
     def check(self, head, name: str):
-        token = None
-        for line in head.lines:
-            if line[:19].lower() == HEADER + b":":
-                token = line.split(b":", 1)[1].strip().decode("latin-1")
-                break
+        header = _first(head, HEADER)
+        token = header.decode("latin-1") if header else None
         if token is None:
             for value in head.cookie:
                 if self._prefix in value:

@@ -16,11 +16,11 @@ from twisted.web.client import BrowserLikePolicyForHTTPS
 
 from .access import COOKIE
 from .accesslog import AccessLog
-from .deployspec import listening_ports
+from .deployspec import CreatePolicy
 from .dispatch import Dispatcher
 from .gate import ForwardAuthGate, SignedGate
 from .idle import IdleStopper
-from .labels import DEFAULT_ALLOW_PORTS, OWNER
+from .labels import OWNER
 from .metrics import Registry
 from .readiness import Prober, ReadinessPlan
 from .relay import RelayFactory, Timeouts
@@ -43,8 +43,8 @@ class ProxyService(Service):
         if options["upstream-ca"]:
             with open(options["upstream-ca"], "rb") as f:
                 tls_policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
-        allow_ports = tuple(tuple(r) for r in options.get("allow-port") or ()) or DEFAULT_ALLOW_PORTS
-        own_ports = listening_ports(list(options["listen"]) + [options["api-listen"]])
+        ports = CreatePolicy.from_options(options)  # tenants' ports: the same policy as at create
+        allow_ports, own_ports = ports.allow_ports, ports.forbidden_ports
         plan = ReadinessPlan(reactor, Prober(reactor), direct=direct, traefik_api=options["traefik-api"],
                              ready_delay=options["ready-delay"], allow_ports=allow_ports, forbidden_ports=own_ports)
         self.metrics = metrics
