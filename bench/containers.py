@@ -23,7 +23,7 @@ import docker
 import docker.errors
 
 from . import client
-from .procs import app_port
+from .ports import free_port
 
 __all__ = ["IMAGE", "MockApp", "OWNER_KEY", "create_mock", "create_many", "remove_run", "remove_stale"]
 
@@ -109,7 +109,7 @@ def create_mock(api: docker.APIClient, run_id: str, owner: str, what: str, port:
     the image's (C{{port}} in it becomes the port); C{files} maps host paths to paths in the container
     (bind-mounted read-only), e.g. another app to run in the same image.
     """
-    port = port or app_port()
+    port = port or free_port()
     name = "wpbench-{}-{}".format(run_id, what)
     labels = base_labels(run_id, owner)
     labels["wakeproxy.port"] = str(port)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import resource
 import shutil
 import signal
@@ -24,9 +23,10 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from .ports import free_port
 from .procfs import children
 
-__all__ = ["NOFILE", "REGISTRY", "Nginx", "Proc", "Wakeproxy", "app_port", "free_port", "raise_nofile",
+__all__ = ["NOFILE", "REGISTRY", "Nginx", "Proc", "Wakeproxy", "free_port", "raise_nofile",
            "stop_all", "wait_port", "WakeproxyFailed"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,50 +34,6 @@ NOFILE = 65536
 
 #: every process started by this run, in start order
 REGISTRY: list["Proc"] = []
-
-
-# ports
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (bind port 0), for a process that binds it right away."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-_handed_out: set[int] = set()
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low, high = (int(x) for x in f.read().split())
-            return low, high
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def app_port() -> int:
-    """
-    A free port outside the kernel's ephemeral range, for a container app that binds it only once
-    started. Probing a closed port inside the ephemeral range can, rarely, connect the probe socket to
-    itself (TCP simultaneous open on loopback): a tight probe loop would then report a stopped app as
-    listening. Ports below (or above) the range cannot collide with a client socket's own port.
-    """
-    low, high = _ephemeral_range()
-    pool = range(20000, low) if low - 20000 >= 1000 else range(high + 1, 65000)
-    for _ in range(500):
-        port = random.choice(pool)
-        if port in _handed_out:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    return free_port()
 
 
 def wait_port(port: int, timeout: float = 10.0, proc: Optional["Proc"] = None) -> None:

@@ -17,6 +17,8 @@ from typing import Optional
 
 import docker
 
+from bench.ports import free_port
+
 __all__ = ["MOCK_IMAGE", "check_problem", "ScriptProcess", "Twistd", "start_wakeproxy", "can_connect", "docker_client", "free_port", "import_script",
            "remove_containers", "start_script", "unique_name"]
 
@@ -33,12 +35,6 @@ def docker_client() -> docker.APIClient:
         raise RuntimeError("no Docker engine answers at {} ({}); run `make test`, which starts one".format(
             DOCKER_URL, e))
     return client
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def unique_name(prefix: str = "wpt") -> str:
