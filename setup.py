@@ -7,8 +7,8 @@ setup(
     version="0.1.0",
     description="Scale-to-zero front door for Docker containers: holds, wakes and replays requests.",
     python_requires=">=3.11",
-    packages=["wakeproxy", "twisted.plugins"],
-    package_data={"twisted": ["plugins/wakeproxy_plugin.py"], "wakeproxy": ["openapi.json"]},
+    packages=["wakeproxy", "wakeproxy.api", "wakeproxy.http", "wakeproxy.runtime", "wakeproxy.waking", "twisted.plugins"],
+    package_data={"twisted": ["plugins/wakeproxy_plugin.py"], "wakeproxy.api": ["openapi.json"]},
     install_requires=[
         "twisted[tls]>=24.7",
         "docker>=7.1",

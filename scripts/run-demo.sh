@@ -15,7 +15,7 @@ mkdir -p "$DEMO_DIR"
 
 # A demo user, foo / bar (the old spawner's example), in a salted passwd file made here, never committed.
 if [ ! -s "$DEMO_DIR/passwd.txt" ]; then
-    echo bar | .venv/bin/python -m wakeproxy.passwd add foo --file "$DEMO_DIR/passwd.txt" --stdin >/dev/null
+    echo bar | .venv/bin/python -m wakeproxy.api.passwd add foo --file "$DEMO_DIR/passwd.txt" --stdin >/dev/null
 fi
 # The key that signs access tokens (made once here, never committed).
 if [ ! -s "$DEMO_DIR/access.key" ]; then

@@ -6,7 +6,7 @@ What the relay's wire-level tests share (L{tests.test_relay}):
     fires (L{tests.test_waker.FakePlan}); client ends (L{ClientEnd}) and upstream ends (L{UpstreamEnd}) are
     protocols on C{StringTransport}s, and L{World.settle} plays the reactor's part when a side closes.
   - L{read_responses} / L{read_requests}: a small, strict HTTP/1.1 reader of what each side received,
-    written apart from L{wakeproxy.wire} so the relay is not checked against itself.
+    written apart from L{wakeproxy.http.wire} so the relay is not checked against itself.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from tests.test_waker import FakePlan
-from wakeproxy.dispatch import Dispatcher
-from wakeproxy.memoryruntime import MemoryRuntime
-from wakeproxy.relay import RelayFactory, Timeouts
-from wakeproxy.selector import parse_selector
-from wakeproxy.upstreampool import UpstreamPool
-from wakeproxy.waker import Waker
+from wakeproxy.http.dispatch import Dispatcher
+from wakeproxy.runtime.memory import MemoryRuntime
+from wakeproxy.http.relay import RelayFactory, Timeouts
+from wakeproxy.http.selector import parse_selector
+from wakeproxy.http.upstreampool import UpstreamPool
+from wakeproxy.waking.waker import Waker
 
 __all__ = ["CLOSE", "RESET", "ClientEnd", "Incomplete", "Message", "UpstreamEnd", "World", "chunked",
            "read_requests", "read_responses", "request", "response"]

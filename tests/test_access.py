@@ -1,4 +1,4 @@
-"""Access tokens (L{wakeproxy.access}) and the proxy's access gates (L{wakeproxy.gate}), without sockets."""
+"""Access tokens (L{wakeproxy.http.access}) and the proxy's access gates (L{wakeproxy.http.gate}), without sockets."""
 
 import os
 import shutil
@@ -10,9 +10,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from wakeproxy import answers
-from wakeproxy.access import AccessKeys, AccessRefused
-from wakeproxy.gate import ForwardAuthGate, OpenGate, SignedGate, strip_token
-from wakeproxy.wire import parse_request_head
+from wakeproxy.http.access import AccessKeys, AccessRefused
+from wakeproxy.http.gate import ForwardAuthGate, OpenGate, SignedGate, strip_token
+from wakeproxy.http.wire import parse_request_head
 
 KEY = b"k" * 32
 OTHER = b"o" * 32

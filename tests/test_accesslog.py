@@ -1,4 +1,4 @@
-"""The proxy listener's access log (L{wakeproxy.accesslog}): one line per exchange, JSON or Combined."""
+"""The proxy listener's access log (L{wakeproxy.http.accesslog}): one line per exchange, JSON or Combined."""
 
 import io
 import json
@@ -6,7 +6,7 @@ import json
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.relaywire import World, request, response
-from wakeproxy.accesslog import AccessLog
+from wakeproxy.http.accesslog import AccessLog
 
 
 class AccessLogTests(SynchronousTestCase):
@@ -58,7 +58,7 @@ class JsonObserverTests(SynchronousTestCase):
 
         from twisted.logger import Logger, LogPublisher
 
-        from wakeproxy.accesslog import json_observer
+        from wakeproxy.http.accesslog import json_observer
 
         out = io.StringIO()
         self.patch(sys, "stdout", out)

@@ -22,14 +22,14 @@ from twisted.web.server import Site
 
 from tests.support import check_problem
 from tests.test_deployspec import BAD_BODIES, SEED_BODY_ACCEPTED, TABLE_MAX_BODY, TABLE_NAME, assert_table_problem
-from wakeproxy import deployspec
-from wakeproxy.api import api_resource, openapi_document
-from wakeproxy.auth import hash_password
-from wakeproxy.memoryruntime import MemoryRuntime
-from wakeproxy.readiness import ReadinessPlan
-from wakeproxy.runtime import RuntimeFailure
+from wakeproxy.api import deployspec
+from wakeproxy.api.resources import api_resource, openapi_document
+from wakeproxy.api.auth import hash_password
+from wakeproxy.runtime.memory import MemoryRuntime
+from wakeproxy.waking.readiness import ReadinessPlan
+from wakeproxy.runtime.interface import RuntimeFailure
 from wakeproxy.tap import Options
-from wakeproxy.waker import Waker
+from wakeproxy.waking.waker import Waker
 
 FOO = ("foo", "bar")  # the old spawner's example user, with its unsalted sha256 hash
 ALICE = ("alice", "wonderland")  # a salted scrypt entry
@@ -298,7 +298,7 @@ class AuthTests(_Case):
 
     def test_every_failure_costs_one_slow_hash(self):
         """Finding 7: a legacy (unsalted sha256) entry costs a scrypt too, so timing does not single it out."""
-        from wakeproxy import auth
+        from wakeproxy.api import auth
 
         calls = []
         real = auth.hashlib.scrypt
@@ -611,7 +611,7 @@ class OpenAPITests(SynchronousTestCase):
         self.doc = json.loads(openapi_document())
 
     def test_every_route_is_described(self):
-        from wakeproxy import api
+        import wakeproxy.api.resources as api
         paths = self.doc["paths"]
         described = {(p, m.upper()) for p, ops in paths.items() for m in ops if m != "parameters"}
         served = {("/deploy", m.decode()) for m in api._COLLECTION if m != b"HEAD"}
@@ -636,8 +636,8 @@ class OpenAPITests(SynchronousTestCase):
         self.assertEqual(Options()["name-pattern"], deployspec.DEFAULT_NAME_PATTERN)
 
     def test_instance_schema_lists_the_document_keys(self):
-        from wakeproxy.instances import instance_document
-        from wakeproxy.runtime import Container
+        from wakeproxy.api.instances import instance_document
+        from wakeproxy.runtime.interface import Container
 
         keys = set(instance_document(Container(id="x", name="n", image="i", state="created")))
         self.assertEqual(set(self.doc["components"]["schemas"]["Instance"]["required"]), keys)

@@ -1,4 +1,4 @@
-"""Password hashes, the passwd file and its CLI, tokens and the login rate limit (wakeproxy.auth, .passwd)."""
+"""Password hashes, the passwd file and its CLI, tokens and the login rate limit (wakeproxy.api.auth, .passwd)."""
 
 import base64
 import hashlib
@@ -14,8 +14,8 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy import auth, passwd
-from wakeproxy.auth import (
+from wakeproxy.api import auth, passwd
+from wakeproxy.api.auth import (
     Account,
     LoginLimiter,
     PasswdFile,
@@ -389,7 +389,7 @@ class PasswdCommandTests(SynchronousTestCase):
 
     def test_runs_as_a_module(self):
         path = _temp_path(self)
-        result = subprocess.run([sys.executable, "-m", "wakeproxy.passwd", "add", "carol", "--file", path, "--stdin"],
+        result = subprocess.run([sys.executable, "-m", "wakeproxy.api.passwd", "add", "carol", "--file", path, "--stdin"],
                                 input="pw\n", capture_output=True, text=True, timeout=30)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertTrue(PasswdFile(path).check("carol", "pw"))

@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from wakeproxy.bodylimit import limited_request
+from wakeproxy.api.bodylimit import limited_request
 
 
 class _Report(Resource):

@@ -12,8 +12,8 @@ from twisted.trial.unittest import TestCase
 
 from tests.privatedocker import PrivateDockerd
 from tests.support import MOCK_IMAGE, free_port, unique_name
-from wakeproxy.dockerruntime import DockerRuntime
-from wakeproxy.runtime import CreateSpec, OwnerLabel
+from wakeproxy.runtime.docker import DockerRuntime
+from wakeproxy.runtime.interface import CreateSpec, OwnerLabel
 
 
 @pytest.mark.docker

@@ -21,8 +21,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.test_runtime_conformance import KINDS, sdk_error
-from wakeproxy.dockerruntime import DockerRuntime, runtime_failure
-from wakeproxy.runtime import (
+from wakeproxy.runtime.docker import DockerRuntime, runtime_failure
+from wakeproxy.runtime.interface import (
     CreateSpec,
     EngineFailure,
     EngineUnavailable,

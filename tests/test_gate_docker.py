@@ -17,7 +17,7 @@ import requests
 
 from tests.support import check_problem, free_port
 from tests.test_proxy_docker import _ProxyCase
-from wakeproxy.access import AccessKeys
+from wakeproxy.http.access import AccessKeys
 
 pytestmark = pytest.mark.docker
 

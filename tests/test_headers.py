@@ -1,14 +1,14 @@
 # -*- test-case-name: tests.test_headers -*-
 """
-Tests for L{wakeproxy.headers}: the heads the relay sends, built from heads L{wakeproxy.wire} parsed.
+Tests for L{wakeproxy.http.headers}: the heads the relay sends, built from heads L{wakeproxy.http.wire} parsed.
 Table-driven: each case is the raw head received and the header lines expected on the other side.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.headers import HOP_BY_HOP, is_origin_form, request_head, response_head
-from wakeproxy.upstreampool import Upstream
-from wakeproxy.wire import parse_request_head, parse_response_head
+from wakeproxy.http.headers import HOP_BY_HOP, is_origin_form, request_head, response_head
+from wakeproxy.http.upstreampool import Upstream
+from wakeproxy.http.wire import parse_request_head, parse_response_head
 
 
 def _request(*lines: bytes, start: bytes = b"GET / HTTP/1.1") -> bytes:

@@ -10,12 +10,12 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.deployspec import BodyError, CreatePolicy, check_deploy, listening_ports
-from wakeproxy.idle import IdleStopper
-from wakeproxy.labels import DEPENDS_ON, GROUP, HEALTH_CHECK, IDLE_TIMEOUT, OWNER, PORT, port_allowed
-from wakeproxy.memoryruntime import MemoryRuntime
-from wakeproxy.runtime import OwnerLabel
-from wakeproxy.waker import Waker
+from wakeproxy.api.deployspec import BodyError, CreatePolicy, check_deploy, listening_ports
+from wakeproxy.waking.idle import IdleStopper
+from wakeproxy.waking.labels import DEPENDS_ON, GROUP, HEALTH_CHECK, IDLE_TIMEOUT, OWNER, PORT, port_allowed
+from wakeproxy.runtime.memory import MemoryRuntime
+from wakeproxy.runtime.interface import OwnerLabel
+from wakeproxy.waking.waker import Waker
 
 #: the options of the README's host-network example, as tap.Options holds them after postOptions.
 OPTIONS = {

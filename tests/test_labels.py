@@ -1,12 +1,12 @@
 # -*- test-case-name: tests.test_labels -*-
 """
-Tests for L{wakeproxy.labels}: where an instance's app listens, which URL probes it and which Traefik
+Tests for L{wakeproxy.waking.labels}: where an instance's app listens, which URL probes it and which Traefik
 router serves it, read from its labels (table-driven; each case is named in its assertion message).
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.labels import (
+from wakeproxy.waking.labels import (
     DEPENDS_ON,
     GROUP,
     HEALTH_CHECK,
@@ -30,7 +30,7 @@ from wakeproxy.labels import (
     same_owner,
     traefik_label_problem,
 )
-from wakeproxy.runtime import Container
+from wakeproxy.runtime.interface import Container
 
 
 def container(labels=(), network_mode="host", networks=(), name="app"):

@@ -20,7 +20,7 @@ from tests.browser import ARTIFACTS, chromium
 from tests.test_mock_app import start_app
 from tests.test_mock_home import FakeDeployApi, start_home
 from tests.test_proxy_docker import _ProxyCase
-from wakeproxy.loadingpage import PHASES, page, status_body
+from wakeproxy.http.loadingpage import PHASES, page, status_body
 
 #: Chromium runs with the integration tests (-m docker), as the other browser tests do.
 browser = pytest.mark.docker

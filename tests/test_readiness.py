@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_readiness -*-
 """
-Tests for L{wakeproxy.readiness}: the L{poll_until} loop on a L{Clock}, the one-attempt checks of
+Tests for L{wakeproxy.waking.readiness}: the L{poll_until} loop on a L{Clock}, the one-attempt checks of
 L{Prober} against real listening ports on 127.0.0.1, and what L{ReadinessPlan} chooses to probe.
 """
 
@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from wakeproxy.readiness import (
+from wakeproxy.waking.readiness import (
     ATTEMPT_TIMEOUT,
     BACKOFF,
     FAST_FOR,
@@ -30,7 +30,7 @@ from wakeproxy.readiness import (
     _router_enabled,
     poll_until,
 )
-from wakeproxy.runtime import Container
+from wakeproxy.runtime.interface import Container
 
 
 class Attempts:

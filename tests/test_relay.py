@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_relay -*-
 """
-Wire-level tests of the proxy listener's relay (L{wakeproxy.relay}, L{wakeproxy.upstreampool},
-L{wakeproxy.dispatch}): clients and upstreams are protocols on C{StringTransport}s, time is a
+Wire-level tests of the proxy listener's relay (L{wakeproxy.http.relay}, L{wakeproxy.http.upstreampool},
+L{wakeproxy.http.dispatch}): clients and upstreams are protocols on C{StringTransport}s, time is a
 C{MemoryReactorClock} and the once-a-second sweep is called by hand (L{tests.relaywire}).
 
 L{RelayTableTests} runs a table of exchanges (client bytes in, scripted upstream responses, checks on what
@@ -18,8 +18,8 @@ from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.relaywire import CLOSE, RESET, World, chunked, read_requests, read_responses, request, response
-from wakeproxy.relay import PIPELINE_BUFFER, Timeouts
-from wakeproxy.wsframes import close_frame
+from wakeproxy.http.relay import PIPELINE_BUFFER, Timeouts
+from wakeproxy.http.wsframes import close_frame
 
 PROBLEM = b"application/problem+json"
 WS_KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
@@ -1297,7 +1297,7 @@ class DrainTests(_WorldCase):
         world = self.world(state="exited", ready=False)
         client = world.client()
         client.send(request(b"GET /held"))
-        from wakeproxy.waker import WakeFailure
+        from wakeproxy.waking.waker import WakeFailure
 
         self.assertEqual(world.waker.release_held(WakeFailure(503, "shutting down", retry_after=2)), 1)
         (answer,) = client.responses()

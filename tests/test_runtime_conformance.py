@@ -20,9 +20,9 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from tests.support import DOCKER_URL, MOCK_IMAGE, docker_client, free_port, remove_containers, unique_name
-from wakeproxy.dockerruntime import DockerRuntime, container_from_inspect, container_from_summary
-from wakeproxy.memoryruntime import FAULTS, MemoryRuntime
-from wakeproxy.runtime import (
+from wakeproxy.runtime.docker import DockerRuntime, container_from_inspect, container_from_summary
+from wakeproxy.runtime.memory import FAULTS, MemoryRuntime
+from wakeproxy.runtime.interface import (
     CREATING,
     CreateSpec,
     EngineFailure,

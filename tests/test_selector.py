@@ -1,11 +1,11 @@
 # -*- test-case-name: tests.test_selector -*-
 """
-Tests for L{wakeproxy.selector}.
+Tests for L{wakeproxy.http.selector}.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.selector import (
+from wakeproxy.http.selector import (
     DEFAULT_SELECTOR,
     Head,
     Selection,

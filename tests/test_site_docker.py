@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _passwd(directory: str, user: str, password: str) -> str:
     path = os.path.join(directory, "passwd.txt")
-    subprocess.run([sys.executable, "-m", "wakeproxy.passwd", "add", user, "--file", path, "--stdin"],
+    subprocess.run([sys.executable, "-m", "wakeproxy.api.passwd", "add", user, "--file", path, "--stdin"],
                    input=password + "\n", text=True, check=True, capture_output=True)
     return path
 

@@ -21,7 +21,7 @@ def _passwd(directory: str, *users) -> str:
     """A passwd file with C{(user, password, admin)} entries, written by the CLI."""
     path = os.path.join(directory, "passwd.txt")
     for user, password, admin in users:
-        subprocess.run([sys.executable, "-m", "wakeproxy.passwd", "add", user, "--file", path, "--stdin"]
+        subprocess.run([sys.executable, "-m", "wakeproxy.api.passwd", "add", user, "--file", path, "--stdin"]
                        + (["--admin"] if admin else []), input=password + "\n", text=True, check=True,
                        capture_output=True)
     return path

@@ -14,8 +14,8 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_api_unit import ALICE, FOO, ROOT, _API, _capture_logs, _Case, _text
-from wakeproxy.access import AccessKeys
-from wakeproxy.runtime import EngineFailure, EngineUnavailable, RuntimeFailure, WrongState
+from wakeproxy.http.access import AccessKeys
+from wakeproxy.runtime.interface import EngineFailure, EngineUnavailable, RuntimeFailure, WrongState
 from wakeproxy.tap import Options
 
 KEY = "k" * 40

@@ -29,8 +29,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support import DOCKER_URL, MOCK_IMAGE, free_port, remove_containers, start_script, unique_name
 from tests.test_api_docker import ALICE, FOO, _passwd_file, _Server
 from tests.test_mock_home import csrf_of
-from wakeproxy.access import AccessKeys
-from wakeproxy.auth import hash_password
+from wakeproxy.http.access import AccessKeys
+from wakeproxy.api.auth import hash_password
 
 pytestmark = pytest.mark.docker
 

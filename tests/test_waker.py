@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_waker -*-
 """
-Tests for L{wakeproxy.waker}: the per-instance wake state machine, driven by a L{MemoryRuntime}, a
+Tests for L{wakeproxy.waking.waker}: the per-instance wake state machine, driven by a L{MemoryRuntime}, a
 L{Clock} and a readiness plan whose probes and route checks the test fires by hand.
 """
 
@@ -10,10 +10,10 @@ from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.memoryruntime import MemoryRuntime
-from wakeproxy.readiness import ReadinessPlan
-from wakeproxy.runtime import NoSuchInstance, RuntimeFailure
-from wakeproxy.waker import RETRY_AFTER, WakeFailure, WakeReport, Waker
+from wakeproxy.runtime.memory import MemoryRuntime
+from wakeproxy.waking.readiness import ReadinessPlan
+from wakeproxy.runtime.interface import NoSuchInstance, RuntimeFailure
+from wakeproxy.waking.waker import RETRY_AFTER, WakeFailure, WakeReport, Waker
 
 APP = "app"
 OTHER = "other"

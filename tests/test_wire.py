@@ -1,13 +1,13 @@
 # -*- test-case-name: tests.test_wire -*-
 """
-Tests for L{wakeproxy.wire}: request and response heads (table-driven: what is accepted, what is refused
+Tests for L{wakeproxy.http.wire}: request and response heads (table-driven: what is accepted, what is refused
 with which status) and L{ChunkScanner} through every split of a chunked body.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.headers import reason_phrase
-from wakeproxy.wire import (
+from wakeproxy.answers import reason_phrase
+from wakeproxy.http.wire import (
     MAX_CHUNK_LINE,
     MAX_HEADERS,
     ChunkError,

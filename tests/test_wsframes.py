@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_wsframes -*-
 """
-Tests for L{wakeproxy.wsframes}: L{FrameScanner} over frames with every length encoding (7-bit, 16-bit,
+Tests for L{wakeproxy.http.wsframes}: L{FrameScanner} over frames with every length encoding (7-bit, 16-bit,
 64-bit), masked and unmasked, fed in one piece, byte by byte and in random pieces; data frames
 (text, binary, continuation) counted apart from control frames (close, ping, pong).
 """
@@ -11,7 +11,7 @@ import struct
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.wsframes import FrameScanner, close_frame
+from wakeproxy.http.wsframes import FrameScanner, close_frame
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 DATA_OPCODES = (CONTINUATION, TEXT, BINARY)

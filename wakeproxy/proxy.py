@@ -14,20 +14,20 @@ from twisted.logger import Logger
 from twisted.internet.ssl import Certificate
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
-from .access import COOKIE
-from .accesslog import AccessLog
-from .deployspec import CreatePolicy
-from .dispatch import Dispatcher
-from .gate import ForwardAuthGate, SignedGate
-from .idle import IdleStopper
-from .labels import OWNER
-from .metrics import Registry
-from .readiness import Prober, ReadinessPlan
-from .relay import RelayFactory, Timeouts
-from .runtime import IContainerRuntime
-from .upstreampool import UpstreamPool, upstream_from_url
-from .waker import WakeFailure, Waker
-from .wakepolicy import WakePolicy
+from wakeproxy.http.access import COOKIE
+from wakeproxy.http.accesslog import AccessLog
+from wakeproxy.api.deployspec import CreatePolicy
+from wakeproxy.http.dispatch import Dispatcher
+from wakeproxy.http.gate import ForwardAuthGate, SignedGate
+from wakeproxy.waking.idle import IdleStopper
+from wakeproxy.waking.labels import OWNER
+from wakeproxy.metrics import Registry
+from wakeproxy.waking.readiness import Prober, ReadinessPlan
+from wakeproxy.http.relay import RelayFactory, Timeouts
+from wakeproxy.runtime.interface import IContainerRuntime
+from wakeproxy.http.upstreampool import UpstreamPool, upstream_from_url
+from wakeproxy.waking.waker import WakeFailure, Waker
+from wakeproxy.waking.wakepolicy import WakePolicy
 
 __all__ = ["ProxyService"]
 
@@ -116,7 +116,7 @@ def _gate(options, reactor, tls_policy, runtime):
 
         return SignedGate(options["access-keys"], reactor, options.get("access-cookie") or COOKIE, owner_of)
     if access == "forward-auth":
-        from .httpclient import QuietPool, make_agent
+        from wakeproxy.waking.httpclient import QuietPool, make_agent
 
         agent = make_agent(reactor, QuietPool(reactor, persistent=True), 5.0, tls_policy)
         return ForwardAuthGate(options["forward-auth-url"], agent, reactor,

@@ -19,12 +19,12 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
-from .access import COOKIE as ACCESS_COOKIE
-from .access import AccessKeys
-from .durations import parse_duration
-from .runtime import OwnerLabel, parse_owner_label
-from .selector import parse_selector
-from .wakepolicy import DEFAULT_NO_WAKE_PATHS, parse_wake_rate
+from wakeproxy.http.access import COOKIE as ACCESS_COOKIE
+from wakeproxy.http.access import AccessKeys
+from wakeproxy.durations import parse_duration
+from wakeproxy.runtime.interface import OwnerLabel, parse_owner_label
+from wakeproxy.http.selector import parse_selector
+from wakeproxy.waking.wakepolicy import DEFAULT_NO_WAKE_PATHS, parse_wake_rate
 
 __all__ = ["Options", "makeService", "parse_port_range"]
 
@@ -71,7 +71,7 @@ class Options(usage.Options):
         ["max-upstream-per-instance", None, "64", "Concurrent upstream requests per instance; the rest queue."],
         ["docker-threads", None, "8", "Threads for blocking Docker calls."],
         ["passwd", None, None,
-         "Deploy API users: lines 'user,hash' (salted scrypt from `python -m wakeproxy.passwd add USER`, "
+         "Deploy API users: lines 'user,hash' (salted scrypt from `python -m wakeproxy.api.passwd add USER`, "
          "or the old spawner's sha256 hex). Without it nobody can sign in (unless --no-auth)."],
         ["token-ttl", None, "60m", "Lifetime of a deploy API token."],
         ["name-pattern", None, "^[a-z0-9][a-z0-9-]{0,62}$", "Regex every new instance name must match."],
@@ -308,11 +308,11 @@ class QuietSite(Site):
 def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
-    from .api import api_resource
-    from .bodylimit import limited_request
-    from .dockerruntime import DockerRuntime
-    from .metrics import Registry
-    from .proxy import ProxyService
+    from wakeproxy.api.resources import api_resource
+    from wakeproxy.api.bodylimit import limited_request
+    from wakeproxy.runtime.docker import DockerRuntime
+    from wakeproxy.metrics import Registry
+    from wakeproxy.proxy import ProxyService
 
     if options["access"] == "open":
         log.warn("--access open: ANYONE who can reach the proxy listener can wake and use ANY instance by naming "

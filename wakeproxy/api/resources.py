@@ -4,7 +4,7 @@ The deploy API's resource tree, served on C{--api-listen}: the old spawner's rou
 (seed-spawner.md §2), without its bugs.
 
     GET    /healthz                     no auth: 200 once the engine has answered
-    GET    /openapi.json                no auth: the OpenAPI 3 description (wakeproxy/openapi.json)
+    GET    /openapi.json                no auth: the OpenAPI 3 description (wakeproxy/api/openapi.json)
     GET    /ui                          no auth: the status page (static; its script signs in)
     GET    /metrics                     Prometheus metrics; with --metrics-auth a token (or Basic) is needed
     POST   /login                       {"username", "password"} -> {"token"}; failures are rate-limited
@@ -17,8 +17,8 @@ The deploy API's resource tree, served on C{--api-listen}: the old spawner's rou
     POST   /deploy/<name>/access        an access token for the proxy (--access signed): {token, cookie, expires}
 
 A user sees and manages their own instances only (an admin: all of them); anything else is a 404 like a
-missing name. Every error is application/problem+json. Bodies are checked by L{wakeproxy.deployspec},
-credentials by L{wakeproxy.auth}; the operations themselves are in L{wakeproxy.instances}.
+missing name. Every error is application/problem+json. Bodies are checked by L{wakeproxy.api.deployspec},
+credentials by L{wakeproxy.api.auth}; the operations themselves are in L{wakeproxy.api.instances}.
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from .auth import LoginLimiter, PasswdFile, TokenStore, User, client_address, is_trusted, verify_user
-from .deployspec import BodyError, CreatePolicy, check_login, parse_json
-from .instances import InstanceOperations, crashed, instance_document, not_found
-from .metrics import Registry
-from .problem import write_problem
-from .reply import Reply
-from .selector import valid_instance_name
-from .statuspage import HEADERS as UI_HEADERS
-from .statuspage import PAGE as UI_PAGE
+from wakeproxy.api.auth import LoginLimiter, PasswdFile, TokenStore, User, client_address, is_trusted, verify_user
+from wakeproxy.api.deployspec import BodyError, CreatePolicy, check_login, parse_json
+from wakeproxy.api.instances import InstanceOperations, crashed, instance_document, not_found
+from wakeproxy.metrics import Registry
+from wakeproxy.answers import write_problem
+from wakeproxy.api.reply import Reply
+from wakeproxy.http.selector import valid_instance_name
+from wakeproxy.api.statuspage import HEADERS as UI_HEADERS
+from wakeproxy.api.statuspage import PAGE as UI_PAGE
 
 __all__ = ["Authenticator", "api_resource", "instance_document", "openapi_document"]
 
@@ -336,7 +336,7 @@ class _NotFound(Resource):
 
 def openapi_document() -> bytes:
     """The OpenAPI 3 description of this API, as shipped in the package."""
-    return files("wakeproxy").joinpath("openapi.json").read_bytes()
+    return files("wakeproxy.api").joinpath("openapi.json").read_bytes()
 
 
 class _Ui(_Readable):

@@ -18,9 +18,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from .labels import depends_on, group, idle_timeout, stop_method
-from .runtime import Container, IContainerRuntime
-from .waker import Waker
+from wakeproxy.waking.labels import depends_on, group, idle_timeout, stop_method
+from wakeproxy.runtime.interface import Container, IContainerRuntime
+from wakeproxy.waking.waker import Waker
 
 __all__ = ["IdleStopper", "sleep_order"]
 

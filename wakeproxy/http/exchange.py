@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from twisted.internet import tcp
 
-from . import answers
-from .headers import request_head, response_head
-from .wire import ChunkError, ChunkScanner, chunk
-from .wsframes import FrameScanner, close_frame
+from wakeproxy import answers
+from wakeproxy.http.headers import request_head, response_head
+from wakeproxy.http.wire import ChunkError, ChunkScanner, chunk
+from wakeproxy.http.wsframes import FrameScanner, close_frame
 
 __all__ = ["Exchange"]
 

@@ -21,8 +21,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
-from .httpclient import QuietPool, make_agent
-from .labels import (
+from wakeproxy.waking.httpclient import QuietPool, make_agent
+from wakeproxy.waking.labels import (
     DEFAULT_ALLOW_PORTS,
     AddressError,
     direct_address,
@@ -31,7 +31,7 @@ from .labels import (
     port_allowed,
     router_name,
 )
-from .runtime import Container
+from wakeproxy.runtime.interface import Container
 
 __all__ = ["Prober", "ReadinessPlan", "poll_until"]
 
@@ -183,7 +183,7 @@ class ReadinessPlan:
     - then, with C{--traefik-api}, the router must report the instance's router enabled.
 
     A tenant's instance (label C{wakeproxy.owner}) is only probed on its own address, at a port it may
-    use (C{allow_ports}, C{forbidden_ports}: see L{wakeproxy.labels.port_allowed}) and at a health-check
+    use (C{allow_ports}, C{forbidden_ports}: see L{wakeproxy.waking.labels.port_allowed}) and at a health-check
     I{path}; a URL in its label is ignored (logged), and a port it may not use is not probed at all.
     """
 

@@ -7,16 +7,12 @@ finished after its connection is lost).
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 from urllib.parse import parse_qsl
 
-from .problem import problem_body, write_problem
+from wakeproxy.answers import for_wake_failure, write_json, write_problem
 
 __all__ = ["Reply"]
-
-_REASONS = {422: b"Unprocessable Content", 424: b"Failed Dependency", 429: b"Too Many Requests"}
-
 
 class Reply:
     def __init__(self, request):
@@ -55,37 +51,15 @@ class Reply:
         return values[-1] if values else None
 
     def json(self, status: int, doc: Any, headers: Optional[dict] = None) -> None:
-        if self.done:
-            return
-        body = json.dumps(doc).encode("utf-8") + b"\n"
-        request = self.request
-        request.setResponseCode(status)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"content-length", str(len(body)).encode("ascii"))
-        request.setHeader(b"cache-control", b"no-store")
-        for name, value in (headers or {}).items():
-            request.setHeader(name, value)
-        request.write(body)
-        request.finish()
+        if not self.done:
+            write_json(self.request, status, doc, headers)
 
     def problem(self, status: int, detail: str, retry_after: Optional[int] = None, headers: Optional[dict] = None,
                 **extra: Any) -> None:
-        if self.done:
-            return
-        request = self.request
-        for name, value in (headers or {}).items():
-            request.setHeader(name, value)
-        reason = _REASONS.get(status)
-        if reason is None:
-            write_problem(request, status, detail, retry_after=retry_after, **extra)
-            return
-        # twisted.web knows no reason phrase for these: give the status line and the title theirs.
-        body = problem_body(status, detail, title=reason.decode("ascii"), **extra)
-        request.setResponseCode(status, reason)
-        request.setHeader(b"content-type", b"application/problem+json")
-        request.setHeader(b"content-length", str(len(body)).encode("ascii"))
-        request.setHeader(b"cache-control", b"no-store")
-        if retry_after is not None:
-            request.setHeader(b"retry-after", str(int(retry_after)).encode("ascii"))
-        request.write(body)
-        request.finish()
+        if not self.done:
+            write_problem(self.request, status, detail, retry_after, headers, **extra)
+
+    def wake_failed(self, error) -> None:
+        """Answer with the problem for a failed wake (L{for_wake_failure})."""
+        problem = for_wake_failure(error)
+        self.problem(problem.status, problem.detail, problem.retry_after, **problem.extra)

@@ -26,10 +26,10 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .labels import depends_on, group
-from .metrics import Counter, Gauge, Histogram, Registry
-from .readiness import ReadinessPlan
-from .runtime import Container, EngineFailure, IContainerRuntime, NoSuchInstance, RuntimeFailure
+from wakeproxy.waking.labels import depends_on, group
+from wakeproxy.metrics import Counter, Gauge, Histogram, Registry
+from wakeproxy.waking.readiness import ReadinessPlan
+from wakeproxy.runtime.interface import Container, EngineFailure, IContainerRuntime, NoSuchInstance, RuntimeFailure
 
 __all__ = ["WakeFailure", "WakeReport", "Waker"]
 

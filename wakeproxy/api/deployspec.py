@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
-from .labels import (
+from wakeproxy.waking.labels import (
     DEFAULT_ALLOW_PORTS,
     DEPENDS_ON,
     GROUP,
@@ -39,8 +39,8 @@ from .labels import (
     router_rule,
     traefik_label_problem,
 )
-from .runtime import CREATING, CreateSpec, OwnerLabel
-from .selector import valid_instance_name
+from wakeproxy.runtime.interface import CREATING, CreateSpec, OwnerLabel
+from wakeproxy.http.selector import valid_instance_name
 
 __all__ = [
     "BodyError",
@@ -297,8 +297,8 @@ def label_errors(labels: dict[str, str], name: str, policy: CreatePolicy, networ
        instance's own address, never a URL;
      - C{wakeproxy.depends-on} naming anything but C{owner}'s own existing instances (missing and
        someone else's are refused alike), or the instance itself; C{wakeproxy.group} that is not a plain
-       name (groups are per owner, see L{wakeproxy.labels.group});
-     - C{traefik.*} keys, parsed strictly (see L{wakeproxy.labels.traefik_label_problem}).
+       name (groups are per owner, see L{wakeproxy.waking.labels.group});
+     - C{traefik.*} keys, parsed strictly (see L{wakeproxy.waking.labels.traefik_label_problem}).
     """
     errors = []
     reserved = {policy.owner.key.casefold()} | set(RESERVED_OWNER_KEYS)

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Optional, Union
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from .runtime import (
+from wakeproxy.runtime.interface import (
     LEFTOVER_GRACE,
     CachedReads,
     Container,

@@ -93,6 +93,6 @@ def token_from(cookie_values, header: Optional[bytes], cookie_name: str = COOKIE
     """The token a request carries: the header wins over the cookie."""
     if header:
         return header.decode("latin-1")
-    from .selector import cookie_value
+    from wakeproxy.http.selector import cookie_value
 
     return cookie_value(cookie_values, cookie_name) if cookie_values else None

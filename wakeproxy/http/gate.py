@@ -26,10 +26,10 @@ from twisted.logger import Logger
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
-from . import answers
-from .access import COOKIE, HEADER, AccessKeys, AccessRefused
-from .headers import HOP_BY_HOP
-from .selector import parse_cookies
+from wakeproxy import answers
+from wakeproxy.http.access import COOKIE, HEADER, AccessKeys, AccessRefused
+from wakeproxy.http.headers import HOP_BY_HOP
+from wakeproxy.http.selector import parse_cookies
 
 __all__ = ["ForwardAuthGate", "OpenGate", "SignedGate", "strip_token"]
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from wakeproxy.answers import reason_phrase
+
 __all__ = [
     "FORWARDING",
     "HOP_BY_HOP",
     "NOTED",
     "VIA",
     "is_origin_form",
-    "reason_phrase",
     "request_head",
     "response_head",
 ]
@@ -158,17 +159,3 @@ def is_origin_form(uri: bytes) -> bool:
 
 
 _ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f#]*")
-
-_REASONS = {
-    100: b"Continue", 101: b"Switching Protocols", 103: b"Early Hints", 200: b"OK", 201: b"Created",
-    202: b"Accepted", 204: b"No Content", 206: b"Partial Content", 301: b"Moved Permanently", 302: b"Found",
-    303: b"See Other", 304: b"Not Modified", 307: b"Temporary Redirect", 308: b"Permanent Redirect",
-    400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
-    405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large", 417: b"Expectation Failed",
-    429: b"Too Many Requests", 431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
-    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
-}
-
-
-def reason_phrase(status: int) -> bytes:
-    return _REASONS.get(status, b"Status")

@@ -28,10 +28,10 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .auth import User
-from .deployspec import BodyError, CreatePolicy, check_deploy, parse_json
-from .reply import Reply
-from .runtime import (
+from wakeproxy.api.auth import User
+from wakeproxy.api.deployspec import BodyError, CreatePolicy, check_deploy, parse_json
+from wakeproxy.api.reply import Reply
+from wakeproxy.runtime.interface import (
     Container,
     CreateSpec,
     EngineUnavailable,
@@ -41,7 +41,7 @@ from .runtime import (
     NoSuchInstance,
     RuntimeFailure,
 )
-from .waker import WakeFailure
+from wakeproxy.waking.waker import WakeFailure
 
 __all__ = ["OWNER", "ROLLBACK_DELAYS", "InstanceOperations", "instance_document", "may_see", "not_found"]
 
@@ -335,10 +335,7 @@ class InstanceOperations:
 
     def _wake_failed(self, failure: Failure, reply: Reply) -> None:
         failure.trap(WakeFailure)
-        error = failure.value
-        retry_after = error.retry_after if error.retry_after is not None else (5 if error.status >= 503 else None)
-        extra = {"phase": error.phase} if error.phase else {}
-        reply.problem(error.status, error.detail, retry_after=retry_after, **extra)
+        reply.wake_failed(failure.value)
 
     def stop(self, reply: Reply, user: User, name: str) -> None:
         d = self.waker.halt(name, self.stop_timeout)

@@ -27,15 +27,15 @@ from typing import Callable, Optional
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
-from . import answers
-from .upstreampool import Upstream
-from .headers import is_origin_form
-from .labels import DEFAULT_ALLOW_PORTS, AddressError, direct_address, idle_tunnel, loading_page, port_allowed
-from .loadingpage import STATUS_HEADER
-from .runtime import IContainerRuntime
-from .selector import Head, Selection
-from .waker import WakeFailure, WakeReport, Waker
-from .wakepolicy import WakePolicy
+from wakeproxy import answers
+from wakeproxy.http.upstreampool import Upstream
+from wakeproxy.http.headers import is_origin_form
+from wakeproxy.waking.labels import DEFAULT_ALLOW_PORTS, AddressError, direct_address, idle_tunnel, loading_page, port_allowed
+from wakeproxy.http.loadingpage import STATUS_HEADER
+from wakeproxy.runtime.interface import IContainerRuntime
+from wakeproxy.http.selector import Head, Selection
+from wakeproxy.waking.waker import WakeFailure, WakeReport, Waker
+from wakeproxy.waking.wakepolicy import WakePolicy
 
 __all__ = ["Dispatcher", "SYNC_TIMEOUT"]
 
@@ -251,10 +251,8 @@ class Dispatcher:
             self.log.failure("holding a request failed", failure)
             exchange.answer(answers.problem(502, "wakeproxy failed while waking the instance"))
             return
-        error = failure.value
-        retry_after = error.retry_after if error.retry_after is not None else (5 if error.status >= 503 else None)
-        extra = {"phase": error.phase} if error.phase else {}
-        exchange.answer(answers.problem(error.status, error.detail, retry_after=retry_after, **extra))
+        problem = answers.for_wake_failure(failure.value)
+        exchange.answer(answers.problem(problem.status, problem.detail, problem.retry_after, **problem.extra))
 
     # forwarding: slots and activity
 

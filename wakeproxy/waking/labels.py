@@ -17,8 +17,8 @@ import re
 from typing import Callable, Iterable, Optional, Sequence
 from urllib.parse import quote
 
-from .durations import parse_duration
-from .runtime import Container
+from wakeproxy.durations import parse_duration
+from wakeproxy.runtime.interface import Container
 
 __all__ = ["PORT", "NETWORK", "HEALTH_CHECK", "SEED_HEALTH_CHECK", "ROUTER", "IDLE_TIMEOUT", "STOP_METHOD",
            "GROUP", "DEPENDS_ON", "LOADING_PAGE", "IDLE_TUNNEL", "OWNER", "DEFAULT_ALLOW_PORTS", "depends_on",

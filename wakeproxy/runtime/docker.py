@@ -12,7 +12,7 @@ been reused meanwhile.
 Whatever the SDK raises (its own errors, and the C{requests}/C{urllib3}/socket errors under it) leaves an
 operation as a L{RuntimeFailure} (L{runtime_failure}); the original goes to the log only. A create marks
 its container with a token and removes it again when the create does not complete; leftovers are swept
-on every (re)connect and periodically (see L{wakeproxy.runtime}).
+on every (re)connect and periodically (see L{wakeproxy.runtime.interface}).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from .runtime import (
+from wakeproxy.runtime.interface import (
     CREATING,
     LEFTOVER_GRACE,
     CachedReads,

@@ -4,7 +4,7 @@ Who may use the deploy API: the passwd file, password hashes, tokens and the log
 
 - L{PasswdFile}: lines C{user,hash} or C{user,hash,admin}, re-read when the file changes. A hash is either
   the old spawner's unsalted sha256 hex (accepted, with a warning) or a salted, slow, self-describing one
-  written by C{python -m wakeproxy.passwd add USER}: C{scrypt$N$r$p$salt$hash} (or
+  written by C{python -m wakeproxy.api.passwd add USER}: C{scrypt$N$r$p$salt$hash} (or
   C{pbkdf2_sha256$iterations$salt$hash}), salt and hash in unpadded url-safe base64. Every comparison is
   constant-time, and every check costs at least one standard scrypt (L{verify_user}), so that neither an
   unknown user nor a legacy entry answers faster than the others.
@@ -191,7 +191,7 @@ def parse_passwd(text: str, source: str = "passwd") -> dict[str, Account]:
             continue
         if is_legacy_hash(stored):
             log.warn("{source}:{line}: user {user} has an unsalted sha256 hash (the old spawner's); replace it "
-                     "with `python -m wakeproxy.passwd add {user}`", source=source, line=number, user=user)
+                     "with `python -m wakeproxy.api.passwd add {user}`", source=source, line=number, user=user)
         users[user] = Account(stored, _ROLES[role])
     return users
 

@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.test_auth -*-
 """
-C{python -m wakeproxy.passwd add USER [--file passwd.txt] [--stdin] [--admin | --no-admin]}: add or replace a
+C{python -m wakeproxy.api.passwd add USER [--file passwd.txt] [--stdin] [--admin | --no-admin]}: add or replace a
 deploy API user.
 
 The password is read from a prompt (twice, not echoed), or from the first line of standard input with
-C{--stdin}; the file gets the line C{USER,scrypt$...} (salted, see L{wakeproxy.auth}), or
+C{--stdin}; the file gets the line C{USER,scrypt$...} (salted, see L{wakeproxy.api.auth}), or
 C{USER,scrypt$...,admin} for an admin (who sees and manages every managed instance, not only their own).
 Replacing a user keeps their role unless C{--admin} or C{--no-admin} says otherwise. Other lines are kept
 as they are; the file is replaced atomically and readable by its owner only when it is new.
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from typing import Optional, Sequence
 
-from .auth import ADMIN, hash_password
+from wakeproxy.api.auth import ADMIN, hash_password
 
 __all__ = ["add_user", "main"]
 
@@ -78,7 +78,7 @@ def _valid_user(user: str) -> Optional[str]:
 
 def main(argv: Optional[Sequence[str]] = None, stdin=None, stdout=None, stderr=None) -> int:
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    parser = argparse.ArgumentParser(prog="python -m wakeproxy.passwd",
+    parser = argparse.ArgumentParser(prog="python -m wakeproxy.api.passwd",
                                      description="Manage the users of the wakeproxy deploy API (--passwd FILE).")
     commands = parser.add_subparsers(dest="command", required=True)
     add = commands.add_parser("add", help="add a user, or set a new password for an existing one")
@@ -94,17 +94,17 @@ def main(argv: Optional[Sequence[str]] = None, stdin=None, stdout=None, stderr=N
 
     problem = _valid_user(args.user)
     if problem:
-        print("wakeproxy.passwd: {}".format(problem), file=stderr)
+        print("wakeproxy.api.passwd: {}".format(problem), file=stderr)
         return 2
     if args.stdin:
         password = stdin.readline().rstrip("\r\n")
     else:
         password = getpass.getpass("Password for {}: ".format(args.user))
         if getpass.getpass("Again: ") != password:
-            print("wakeproxy.passwd: the passwords differ; nothing written", file=stderr)
+            print("wakeproxy.api.passwd: the passwords differ; nothing written", file=stderr)
             return 1
     if not password:
-        print("wakeproxy.passwd: empty password; nothing written", file=stderr)
+        print("wakeproxy.api.passwd: empty password; nothing written", file=stderr)
         return 1
     replaced = add_user(args.file, args.user, password, args.admin)
     print("{} {}{} in {}".format("updated" if replaced else "added", args.user, " (admin)" if args.admin else "",

@@ -30,10 +30,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from . import answers
-from .exchange import Exchange
-from .sockets import eager_writer, raw_socket, set_nodelay
-from .wire import WireError, head_problem, parse_request_head
+from wakeproxy import answers
+from wakeproxy.http.exchange import Exchange
+from wakeproxy.http.sockets import eager_writer, raw_socket, set_nodelay
+from wakeproxy.http.wire import WireError, head_problem, parse_request_head
 
 __all__ = ["RelayFactory", "RelayProtocol", "Timeouts"]
 

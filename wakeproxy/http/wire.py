@@ -18,7 +18,7 @@ from typing import Optional
 
 import httptools
 
-from .headers import FORWARDING, HOP_BY_HOP, NOTED
+from wakeproxy.http.headers import FORWARDING, HOP_BY_HOP, NOTED
 
 __all__ = [
     "ChunkError",

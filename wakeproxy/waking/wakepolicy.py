@@ -45,7 +45,7 @@ class WakePolicy:
 
 def parse_wake_rate(text: str) -> tuple[int, float]:
     """C{"5/1m"} -> (5, 60.0): at most 5 wakes per instance in any 60 s. Raise ValueError otherwise."""
-    from .durations import parse_duration
+    from wakeproxy.durations import parse_duration
 
     count, sep, period = text.partition("/")
     try:

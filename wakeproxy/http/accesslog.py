@@ -4,7 +4,7 @@ The proxy listener's access log (C{--access-log FILE|-}, C{--access-log-format j
 per request and per tunnel, written when the exchange ends: time, client, instance, method, target,
 status, bytes each way, duration, whether it had to wake the instance and the wake's phases.
 
-Also C{json_observer}, for C{twistd --logger wakeproxy.accesslog.json_observer}: wakeproxy's own log as
+Also C{json_observer}, for C{twistd --logger wakeproxy.http.accesslog.json_observer}: wakeproxy's own log as
 one JSON object per event (Twisted's JSON log format, RFC 7464 records) on standard output.
 """
 
@@ -77,7 +77,7 @@ def _quoted(value: Optional[bytes]) -> str:
 
 
 def json_observer():
-    """C{twistd --logger wakeproxy.accesslog.json_observer}: wakeproxy's log as JSON on standard output."""
+    """C{twistd --logger wakeproxy.http.accesslog.json_observer}: wakeproxy's log as JSON on standard output."""
     from twisted.logger import jsonFileLogObserver
 
     return jsonFileLogObserver(sys.stdout)

@@ -1,0 +1,1 @@
+"""The deploy API listener: its resources, sign-in, the passwd file, deploy specs and instance operations."""

@@ -1,0 +1,1 @@
+"""Waking and stopping instances: the waker, readiness probes, the idle stopper and the label policy."""
