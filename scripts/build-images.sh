@@ -29,7 +29,7 @@ docker build -q --build-arg BASE="$BASE_IMAGE" -f mock_home/Dockerfile -t mock-h
 # the same minor version), so the image build needs no network.
 PIP=${PIP:-.venv/bin/pip}
 stamp=build/image-site/.source-stamp
-source_stamp=$(cat setup.py wakeproxy/*.py wakeproxy/*.json twisted/plugins/*.py 2>/dev/null | sha256sum | cut -c1-16)
+source_stamp=$(find setup.py wakeproxy twisted/plugins -name "*.py" -o -name "*.json" -o -name setup.py | sort | xargs cat | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$source_stamp" ]; then
     rm -rf build/image-site
     "$PIP" install -q --no-compile --target build/image-site . 2>&1 | bash scripts/quiet-noise.sh
