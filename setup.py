@@ -14,6 +14,7 @@ setup(
         "docker>=7.1",
         "service-identity>=24.1",
         "httptools>=0.6",
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "schemathesis>=4.0", "hypothesis>=6.100", "requests>=2.31", "selenium>=4.20", "websockets>=13"],

@@ -117,9 +117,10 @@ class StatusPageTests(_ProxyCase):
         self.assertEqual(r.status_code, 200)
         self.assertTrue(r.headers["content-type"].startswith("text/plain"))
         text = r.text
-        self.assertIn('wakeproxy_wakes_total{outcome="woken"} 1', text)
-        self.assertIn('wakeproxy_wake_phase_seconds_count{phase="total"} 1', text)
-        self.assertIn("wakeproxy_held_requests 0", text)
+        self.assertIn('wakeproxy_wakes_total{outcome="woken"} 1.0', text)
+        self.assertIn('wakeproxy_wake_phase_seconds_count{phase="total"} 1.0', text)
+        self.assertIn("wakeproxy_held_requests 0.0", text)
+        self.assertIn("process_cpu_seconds_total ", text)
 
     def test_metrics_behind_a_token(self):
         passwd = _passwd(tempfile.mkdtemp(prefix="wakeproxy-ui-"), ("prom", "scrape", False))
@@ -129,7 +130,7 @@ class StatusPageTests(_ProxyCase):
         self.assertIn("Basic", r.headers["www-authenticate"])
         r = requests.get(server.api_url + "/metrics", auth=("prom", "scrape"), timeout=10)
         self.assertEqual(r.status_code, 200)
-        self.assertIn("wakeproxy_held_requests 0", r.text)
+        self.assertIn("wakeproxy_held_requests 0.0", r.text)
         token = requests.post(server.api_url + "/login", json={"username": "prom", "password": "scrape"},
                               timeout=10).json()["token"]
         r = requests.get(server.api_url + "/metrics", headers={"Authorization": "Bearer " + token}, timeout=10)

@@ -1,114 +1,59 @@
-# -*- test-case-name: tests.test_api_unit -*-
+# -*- test-case-name: tests.test_metrics -*-
 """
-Prometheus metrics in the text exposition format (0.0.4), without a client library: counters, gauges
-and histograms with a fixed, low-cardinality label set. One L{Registry} per process, injected.
+Prometheus metrics through C{prometheus_client}: one L{CollectorRegistry} per process (never the library's
+global default, so every test builds its own), holding the library's process metrics, the waker's counters
+and histogram, and L{ReadGauge}s read at scrape time. L{exposition} encodes a registry for a scrape.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
-__all__ = ["Counter", "Gauge", "Histogram", "Registry"]
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+__all__ = ["CollectorRegistry", "Counter", "Histogram", "ReadGauge", "WAKE_BUCKETS", "exposition",
+           "process_registry"]
 
 WAKE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
-    parts = ['{}="{}"'.format(n, v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n"))
-             for n, v in zip(names, values)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+def process_registry() -> CollectorRegistry:
+    """The registry L{wakeproxy.tap.makeService} builds once: the process metrics (CPU, memory, fds), empty
+    of wakeproxy's own until the waker registers them."""
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    return registry
 
 
-class _Metric:
-    kind = ""
+class ReadGauge(Collector):
+    """A gauge read at scrape time from C{read()}, which returns C{{label values: value}}."""
 
-    def __init__(self, name: str, help: str, labels: Iterable[str] = ()):
-        self.name = name
-        self.help = help
-        self.label_names = tuple(labels)
+    def __init__(self, name: str, documentation: str, read: Callable[[], dict], labels: Iterable[str] = (),
+                 registry: Optional[CollectorRegistry] = None):
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+        self._labels = list(labels)
+        if registry is not None:
+            registry.register(self)
 
-    def header(self) -> list[str]:
-        return ["# HELP {} {}".format(self.name, self.help), "# TYPE {} {}".format(self.name, self.kind)]
+    def describe(self) -> list:
+        return [GaugeMetricFamily(self._name, self._documentation, labels=self._labels)]
 
-
-class Counter(_Metric):
-    kind = "counter"
-
-    def __init__(self, name, help, labels=()):
-        _Metric.__init__(self, name, help, labels)
-        self.values: dict[tuple[str, ...], float] = {}
-
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
-        self.values[labels] = self.values.get(labels, 0.0) + amount
-
-    def render(self) -> list[str]:
-        return self.header() + ["{}{} {:g}".format(self.name, _labels(self.label_names, k), v)
-                                for k, v in sorted(self.values.items())]
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labels)
+        for values, value in sorted(self._read().items()):
+            family.add_metric(list(values), value)
+        yield family
 
 
-class Gauge(_Metric):
-    """A gauge read at scrape time from a function returning C{{label values: value}}."""
-
-    kind = "gauge"
-
-    def __init__(self, name, help, read: Callable[[], dict], labels=()):
-        _Metric.__init__(self, name, help, labels)
-        self.read = read
-
-    def render(self) -> list[str]:
-        return self.header() + ["{}{} {:g}".format(self.name, _labels(self.label_names, k), v)
-                                for k, v in sorted(self.read().items())]
-
-
-class Histogram(_Metric):
-    kind = "histogram"
-
-    def __init__(self, name, help, labels=(), buckets=WAKE_BUCKETS):
-        _Metric.__init__(self, name, help, labels)
-        self.buckets = tuple(buckets)
-        self.series: dict[tuple[str, ...], list] = {}
-
-    def observe(self, value: float, *labels: str) -> None:
-        series = self.series.get(labels)
-        if series is None:
-            series = self.series[labels] = [[0] * len(self.buckets), 0, 0.0]
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                series[0][i] += 1
-        series[1] += 1
-        series[2] += value
-
-    def render(self) -> list[str]:
-        lines = self.header()
-        for key, (counts, count, total) in sorted(self.series.items()):
-            for bound, n in zip(self.buckets, counts):
-                lines.append("{}_bucket{} {}".format(self.name, _labels(self.label_names, key, 'le="{:g}"'.format(bound)), n))
-            lines.append("{}_bucket{} {}".format(self.name, _labels(self.label_names, key, 'le="+Inf"'), count))
-            lines.append("{}_sum{} {:g}".format(self.name, _labels(self.label_names, key), total))
-            lines.append("{}_count{} {}".format(self.name, _labels(self.label_names, key), count))
-        return lines
-
-
-class Registry:
-    """The process's metrics; L{render} gives the exposition text."""
-
-    def __init__(self) -> None:
-        self._metrics: list[_Metric] = []
-
-    def add(self, metric: _Metric) -> _Metric:
-        self._metrics.append(metric)
-        return metric
-
-    def get(self, name: str) -> Optional[_Metric]:
-        for metric in self._metrics:
-            if metric.name == name:
-                return metric
-        return None
-
-    def render(self) -> bytes:
-        lines: list[str] = []
-        for metric in self._metrics:
-            lines.extend(metric.render())
-        return ("\n".join(lines) + "\n").encode("utf-8")
+def exposition(registry: CollectorRegistry, accept: Optional[bytes]) -> tuple[bytes, bytes]:
+    """
+    C{(body, content type)} for a scrape whose C{Accept} header is C{accept}: Prometheus' text format, or
+    OpenMetrics when the scraper asks for it (the library's own negotiation).
+    """
+    encode, content_type = choose_encoder(accept.decode("latin-1") if accept else "")
+    return encode(registry), content_type.encode("ascii")

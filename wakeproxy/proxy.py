@@ -21,7 +21,7 @@ from wakeproxy.http.dispatch import Dispatcher
 from wakeproxy.http.gate import ForwardAuthGate, SignedGate
 from wakeproxy.waking.idle import IdleStopper
 from wakeproxy.waking.labels import OWNER
-from wakeproxy.metrics import Registry
+from wakeproxy.metrics import CollectorRegistry
 from wakeproxy.waking.readiness import Prober, ReadinessPlan
 from wakeproxy.http.relay import RelayFactory, Timeouts
 from wakeproxy.runtime.interface import IContainerRuntime
@@ -37,7 +37,7 @@ class ProxyService(Service):
 
     log = Logger()
 
-    def __init__(self, options, runtime: IContainerRuntime, reactor, metrics: Registry):
+    def __init__(self, options, runtime: IContainerRuntime, reactor, metrics: CollectorRegistry):
         direct = options["upstream"] == "direct"
         tls_policy = None
         if options["upstream-ca"]:

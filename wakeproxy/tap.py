@@ -311,7 +311,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     from wakeproxy.api.resources import api_resource
     from wakeproxy.api.bodylimit import limited_request
     from wakeproxy.runtime.docker import DockerRuntime
-    from wakeproxy.metrics import Registry
+    from wakeproxy.metrics import process_registry
     from wakeproxy.proxy import ProxyService
 
     if options["access"] == "open":
@@ -322,7 +322,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     runtime = DockerRuntime(reactor, options["docker-url"], owner, max_threads=options["docker-threads"])
     runtime.setServiceParent(top)
 
-    metrics = Registry()
+    metrics = process_registry()
     proxy = ProxyService(options, runtime, reactor, metrics)
     proxy.setServiceParent(top)
     for description in options["listen"]:

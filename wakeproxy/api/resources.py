@@ -41,7 +41,7 @@ from twisted.web.server import NOT_DONE_YET
 from wakeproxy.api.auth import LoginLimiter, PasswdFile, TokenStore, User, client_address, is_trusted, verify_user
 from wakeproxy.api.deployspec import BodyError, CreatePolicy, check_login, parse_json
 from wakeproxy.api.instances import InstanceOperations, crashed, instance_document, not_found
-from wakeproxy.metrics import Registry
+from wakeproxy.metrics import CollectorRegistry, exposition
 from wakeproxy.answers import write_problem
 from wakeproxy.api.reply import Reply
 from wakeproxy.http.selector import valid_instance_name
@@ -350,7 +350,7 @@ class _Ui(_Readable):
 
 class _Metrics(_Readable):
     """
-    C{GET /metrics}: Prometheus text exposition (no secrets, low-cardinality labels); with
+    C{GET /metrics}: Prometheus text exposition by C{prometheus_client} (no secrets, low-cardinality labels); with
     C{--metrics-auth}, for signed-in users only (L{Authenticator.metrics_reader}).
     """
 
@@ -379,8 +379,9 @@ class _Metrics(_Readable):
         reply.request.finish()
 
     def _body(self, request) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-        return self._registry.render()
+        body, content_type = exposition(self._registry, request.getHeader(b"accept"))
+        request.setHeader(b"content-type", content_type)
+        return body
 
 
 def api_resource(options, runtime, waker, reactor, activity=None, metrics=None) -> Resource:
@@ -410,6 +411,6 @@ def api_resource(options, runtime, waker, reactor, activity=None, metrics=None) 
     root.putChild(b"login", _Login(auth))
     root.putChild(b"deploy", _Deploy(auth, operations))
     root.putChild(b"ui", _Ui())
-    root.putChild(b"metrics", _Metrics(metrics if metrics is not None else Registry(),
+    root.putChild(b"metrics", _Metrics(metrics if metrics is not None else CollectorRegistry(),
                                        auth if options["metrics-auth"] else None))
     return root

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from wakeproxy.waking.labels import depends_on, group
-from wakeproxy.metrics import Counter, Gauge, Histogram, Registry
+from wakeproxy.metrics import WAKE_BUCKETS, CollectorRegistry, Counter, Histogram, ReadGauge
 from wakeproxy.waking.readiness import ReadinessPlan
 from wakeproxy.runtime.interface import Container, EngineFailure, IContainerRuntime, NoSuchInstance, RuntimeFailure
 
@@ -89,7 +89,7 @@ class Waker:
 
     def __init__(self, clock, runtime: IContainerRuntime, plan: ReadinessPlan, wake_timeout: float = 60.0,
                  max_held: int = 10000, max_held_per_instance: int = 1000, stop_timeout: float = 10.0,
-                 wake_rate: Optional[tuple[int, float]] = None, metrics: Optional[Registry] = None):
+                 wake_rate: Optional[tuple[int, float]] = None, metrics: Optional[CollectorRegistry] = None):
         self._clock = clock
         self._runtime = runtime
         self._plan = plan
@@ -101,17 +101,17 @@ class Waker:
         self._instances: dict[str, _Instance] = {}
         self._before_sleep: list = []
         self.held = 0
-        registry = metrics or Registry()
-        self._wakes = registry.add(Counter("wakeproxy_wakes_total", "Wakes by outcome.", ["outcome"]))
-        self._phase_seconds = registry.add(Histogram("wakeproxy_wake_phase_seconds", "Wake duration by phase.",
-                                                     ["phase"]))
-        self._sleeps = registry.add(Counter("wakeproxy_idle_stops_total", "Instances put to sleep, by method.",
-                                            ["method"]))
-        registry.add(Gauge("wakeproxy_held_requests", "Requests held while instances wake.",
-                           lambda: {(): self.held}))
-        registry.add(Gauge("wakeproxy_inflight_requests", "Exchanges in flight per instance.",
-                           lambda: {(i.name,): i.inflight for i in self._instances.values() if i.inflight},
-                           ["instance"]))
+        registry = metrics if metrics is not None else CollectorRegistry(auto_describe=True)
+        self._wakes = Counter("wakeproxy_wakes_total", "Wakes by outcome.", ["outcome"], registry=registry)
+        self._phase_seconds = Histogram("wakeproxy_wake_phase_seconds", "Wake duration by phase.", ["phase"],
+                                        buckets=WAKE_BUCKETS, registry=registry)
+        self._sleeps = Counter("wakeproxy_idle_stops_total", "Instances put to sleep, by method.", ["method"],
+                               registry=registry)
+        ReadGauge("wakeproxy_held_requests", "Requests held while instances wake.", lambda: {(): self.held},
+                  registry=registry)
+        ReadGauge("wakeproxy_inflight_requests", "Exchanges in flight per instance.",
+                  lambda: {(i.name,): i.inflight for i in self._instances.values() if i.inflight}, ["instance"],
+                  registry=registry)
         self._unwatch = runtime.watch(self._changed)
         for container in runtime.list():
             self._changed(container.name, container)
@@ -203,7 +203,7 @@ class Waker:
         if len(instance.wake_times) < count:
             return None
         retry = int(instance.wake_times[0] + period - now) + 1
-        self._wakes.inc("rate_limited")
+        self._wakes.labels("rate_limited").inc()
         return WakeFailure(503, "instance {} was woken {} times in the last {:g}s (--wake-rate); not waking it "
                                 "again yet".format(instance.name, count, period), retry_after=retry)
 
@@ -370,8 +370,8 @@ class Waker:
                               "phases": {k: round(v, 4) for k, v in report.phases.items()},
                               "total": round(report.total, 4)}
         for phase, seconds in report.phases.items():
-            self._phase_seconds.observe(seconds, phase)
-        self._phase_seconds.observe(report.total, "total")
+            self._phase_seconds.labels(phase).observe(seconds)
+        self._phase_seconds.labels("total").observe(report.total)
         self.log.info("woke {instance} in {total:.3f}s ({timing})", instance=instance.name, total=report.total,
                       timing=report.server_timing().decode())
         self._release(instance, report, "woken")
@@ -399,7 +399,7 @@ class Waker:
         self._release(instance, error, "failed")
 
     def _release(self, instance: _Instance, result, outcome: str) -> None:
-        self._wakes.inc(outcome)
+        self._wakes.labels(outcome).inc()
         if outcome != "woken":
             instance.last_wake = {"at": self._clock.seconds(), "outcome": outcome, "phase": instance.phase,
                                   "detail": str(result)}
@@ -440,7 +440,7 @@ class Waker:
                 self.log.warn("could not {method} {instance}: {why}", method=method, instance=name,
                               why=result.getErrorMessage())
                 return False
-            self._sleeps.inc(method)
+            self._sleeps.labels(method).inc()
             return True
 
         return d.addBoth(finished)
