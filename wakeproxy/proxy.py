@@ -116,9 +116,11 @@ def _gate(options, reactor, tls_policy, runtime):
 
         return SignedGate(options["access-keys"], reactor, options.get("access-cookie") or COOKIE, owner_of)
     if access == "forward-auth":
-        from wakeproxy.waking.httpclient import QuietPool, make_agent
+        from twisted.web.client import HTTPConnectionPool
 
-        agent = make_agent(reactor, QuietPool(reactor, persistent=True), 5.0, tls_policy)
+        from wakeproxy.httpclient import make_agent
+
+        agent = make_agent(reactor, HTTPConnectionPool(reactor, persistent=True), 5.0, tls_policy)
         return ForwardAuthGate(options["forward-auth-url"], agent, reactor,
                                copy_headers=options.get("forward-auth-headers") or (),
                                cache_seconds=options.get("forward-auth-cache") or 0.0)

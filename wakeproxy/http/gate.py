@@ -23,10 +23,10 @@ from typing import Optional, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
 from wakeproxy import answers
+from wakeproxy.httpclient import read_body
 from wakeproxy.http.access import COOKIE, HEADER, AccessKeys, AccessRefused
 from wakeproxy.http.headers import HOP_BY_HOP
 from wakeproxy.http.selector import parse_cookies
@@ -143,7 +143,7 @@ class ForwardAuthGate:
                 self._cache[key] = (self._clock.seconds() + self._cache_seconds, result)
             return result
 
-        return readBody(response).addCallback(verdict)
+        return read_body(response).addCallback(verdict)
 
     def _failed(self, failure):
         self.log.warn("forward-auth failed: {why}", why=failure.getErrorMessage())

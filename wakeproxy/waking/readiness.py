@@ -17,11 +17,10 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.client import readBody
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from wakeproxy.waking.httpclient import QuietPool, make_agent
+from wakeproxy.httpclient import make_agent, read_body
 from wakeproxy.waking.labels import (
     DEFAULT_ALLOW_PORTS,
     AddressError,
@@ -109,7 +108,7 @@ class Prober:
     def __init__(self, reactor, attempt_timeout: float = ATTEMPT_TIMEOUT):
         self._reactor = reactor
         self._timeout = attempt_timeout
-        self._agent = make_agent(reactor, QuietPool(reactor, persistent=False), attempt_timeout)
+        self._agent = make_agent(reactor, HTTPConnectionPool(reactor, persistent=False), attempt_timeout)
 
     def tcp_check(self, host: str, port: int) -> Deferred:
         """True once something accepts a TCP connection on C{host:port}."""
@@ -125,7 +124,7 @@ class Prober:
 
         def check(response) -> Deferred:
             ok = 200 <= response.code < 400
-            return _read_body(response).addBoth(lambda _: ok)
+            return read_body(response).addBoth(lambda _: ok)
 
         d.addCallback(check)
         d.addTimeout(self._timeout, self._reactor)
@@ -137,27 +136,11 @@ class Prober:
         d = self._agent.request(b"GET", url.encode("utf-8"))
 
         def check(response) -> Deferred:
-            return _read_body(response).addCallback(lambda body: _router_enabled(response.code, body))
+            return read_body(response).addCallback(lambda body: _router_enabled(response.code, body))
 
         d.addCallback(check)
         d.addTimeout(self._timeout, self._reactor)
         return d
-
-
-def _read_body(response) -> Deferred:
-    """
-    The body, through a Deferred whose cancellation (a probe's timeout) leaves the read itself alone:
-    cancelling twisted.web's readBody aborts the connection, and a body that completes in the same turn
-    then fires readBody's Deferred a second time (AlreadyCalledError in the log).
-    """
-    result = Deferred()
-
-    def settle(outcome):
-        if not result.called:
-            result.callback(outcome) if not isinstance(outcome, Failure) else result.errback(outcome)
-
-    readBody(response).addBoth(settle)
-    return result
 
 
 def _router_enabled(code: int, body: bytes) -> bool:
