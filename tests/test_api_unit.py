@@ -28,7 +28,7 @@ from wakeproxy.api.auth import hash_password
 from wakeproxy.runtime.memory import MemoryRuntime
 from wakeproxy.waking.readiness import ReadinessPlan
 from wakeproxy.runtime.interface import RuntimeFailure
-from wakeproxy.tap import Options
+from wakeproxy.tap import Options, create_policy
 from wakeproxy.waking.waker import Waker
 
 FOO = ("foo", "bar")  # the old spawner's example user, with its unsalted sha256 hash
@@ -101,13 +101,16 @@ class _API:
                     FOO[0], hashlib.sha256(FOO[1].encode()).hexdigest(), ALICE[0], hash_password(ALICE[1]),
                     ROOT[0], hash_password(ROOT[1])))
             argv = ["--passwd", self.passwd] + argv
-        self.options = Options()
-        self.options.parseOptions(argv)
+        options = Options()
+        options.parseOptions(argv)
+        settings = options.settings
         self.prober = _Prober()
         self.waker = Waker(self.clock, self.runtime, ReadinessPlan(self.clock, self.prober),
-                           wake_timeout=self.options["wake-timeout"])
+                           wake_timeout=settings.waking.wake_timeout)
         case.addCleanup(self.waker.stop)
-        self.site = Site(api_resource(self.options, self.runtime, self.waker, self.clock), reactor=self.clock)
+        self.site = Site(api_resource(settings.api, self.runtime, self.waker, self.clock, create_policy(settings),
+                                      access=settings.access, trusted_proxies=settings.trusted_proxies,
+                                      stop_timeout=settings.waking.stop_timeout), reactor=self.clock)
         self.token = None
         self.tokens = {}  # user name -> token, for tests that switch users
 

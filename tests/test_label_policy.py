@@ -6,22 +6,31 @@ before (or was made by hand with an owner label) cannot reach another owner's in
 time, nor wakeproxy's own ports.
 """
 
+from dataclasses import replace
+
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.api.deployspec import BodyError, CreatePolicy, check_deploy, listening_ports
+from wakeproxy.api.deployspec import BodyError, CreatePolicy, check_deploy
 from wakeproxy.waking.idle import IdleStopper
 from wakeproxy.waking.labels import DEPENDS_ON, GROUP, HEALTH_CHECK, IDLE_TIMEOUT, OWNER, PORT, port_allowed
 from wakeproxy.runtime.memory import MemoryRuntime
 from wakeproxy.runtime.interface import OwnerLabel
+from wakeproxy.settings import listening_ports
+from wakeproxy.tap import Options
 from wakeproxy.waking.waker import Waker
 
-#: the options of the README's host-network example, as tap.Options holds them after postOptions.
-OPTIONS = {
-    "owner-label": OwnerLabel(), "name-pattern": "^[a-z0-9][a-z0-9-]{0,62}$", "allow-image": ["mock-app:*"],
-    "allow-host-network": True, "listen": ["tcp:8000"], "api-listen": "tcp:8008:interface=127.0.0.1",
-}
+#: the policy of the README's host-network example (--allow-image 'mock-app:*' --allow-host-network), as
+#: makeService builds it: wakeproxy listens on 8000 (proxy) and 8008 (API).
+POLICY = CreatePolicy(owner=OwnerLabel(), allowed_images=("mock-app:*",), allow_host_network=True,
+                      forbidden_ports=frozenset({8000, 8008}))
+
+
+def settings(*argv):
+    options = Options()
+    options.parseOptions(list(argv))
+    return options.settings
 
 
 def body(name="m1", network="host", **labels):
@@ -31,7 +40,7 @@ def body(name="m1", network="host", **labels):
 class PolicyTestsMixin:
     def refused(self, doc, policy=None, owner="alice", lookup=None):
         """The fields a refused body's errors name (and check that it was refused with 422)."""
-        policy = policy or CreatePolicy.from_options(OPTIONS)
+        policy = policy or POLICY
         with self.assertRaises(BodyError) as e:
             policy.check(doc, owner=owner, lookup=lookup)
         self.assertEqual(e.exception.status, 422)
@@ -50,17 +59,18 @@ class OptionsTests(SynchronousTestCase):
         for descriptions, expected in cases:
             self.assertEqual(listening_ports(descriptions), expected, descriptions)
 
-    def test_from_options(self):
-        policy = CreatePolicy.from_options(OPTIONS)
-        self.assertEqual(policy.forbidden_ports, {8000, 8008})
-        self.assertEqual(list(policy.allow_ports), [(1024, 65535)])
-        self.assertEqual((policy.allow_router_rules, policy.router_labels), (False, False))
-        policy = CreatePolicy.from_options(dict(OPTIONS, **{
-            "allow-port": [(9000, 9100), (80, 80)], "allow-router-rules": True, "router-labels": True,
-            "select": "header:X-Instance"}))
-        self.assertEqual(list(policy.allow_ports), [(9000, 9100), (80, 80)])
-        self.assertEqual((policy.allow_router_rules, policy.router_labels, policy.select),
+    def test_settings(self):
+        defaults = settings("--allow-host-network")
+        self.assertEqual(defaults.own_ports, {8000, 8008})
+        self.assertEqual(list(defaults.allow_ports), [(1024, 65535)])
+        self.assertEqual((defaults.api.allow_router_rules, defaults.api.router_labels), (False, False))
+        given = settings("--allow-port", "9000-9100", "--allow-port", "80", "--allow-router-rules", "--router-labels",
+                         "--select", "header:X-Instance", "--listen", "tcp:7000", "--listen", "unix:/x.sock",
+                         "--api-listen", "tcp:port=7008")
+        self.assertEqual(list(given.allow_ports), [(9000, 9100), (80, 80)])
+        self.assertEqual((given.api.allow_router_rules, given.api.router_labels, given.proxy.select),
                          (True, True, "header:X-Instance"))
+        self.assertEqual(given.own_ports, {7000, 7008})
 
 
 class OwnerLabelTests(PolicyTestsMixin, SynchronousTestCase):
@@ -68,9 +78,9 @@ class OwnerLabelTests(PolicyTestsMixin, SynchronousTestCase):
         for key in (OWNER, "Wakeproxy.Owner", OWNER + ".x", "wakeproxy.creating"):
             errors = self.refused(body(**{key: "bob", PORT: "9000"}))
             self.assertEqual(list(errors), ["labels." + key])
-        spec = CreatePolicy.from_options(OPTIONS).check(body(**{PORT: "9000"}), owner="alice")
+        spec = POLICY.check(body(**{PORT: "9000"}), owner="alice")
         self.assertEqual(spec.labels[OWNER], "alice")
-        self.assertNotIn(OWNER, check_deploy(body(**{PORT: "9000"}), CreatePolicy.from_options(OPTIONS)).labels)
+        self.assertNotIn(OWNER, check_deploy(body(**{PORT: "9000"}), POLICY).labels)
 
 
 class PortTests(PolicyTestsMixin, SynchronousTestCase):
@@ -81,13 +91,13 @@ class PortTests(PolicyTestsMixin, SynchronousTestCase):
             errors = self.refused(body(**{PORT: port}))
             self.assertIn("wakeproxy's own listening ports", errors["labels.wakeproxy.port"])
         # on its own network the port is the container's own
-        spec = CreatePolicy.from_options(OPTIONS).check(body(network="appnet", **{PORT: "8008"}), owner="alice")
+        spec = POLICY.check(body(network="appnet", **{PORT: "8008"}), owner="alice")
         self.assertEqual(spec.labels[PORT], "8008")
 
     def test_allowed_ranges(self):
         self.assertIn("outside", self.refused(body(**{PORT: "22"}))["labels.wakeproxy.port"])
         self.assertIn("outside", self.refused(body(network="appnet", **{PORT: "80"}))["labels.wakeproxy.port"])
-        policy = CreatePolicy.from_options(dict(OPTIONS, **{"allow-port": [(9000, 9100)]}))
+        policy = replace(POLICY, allow_ports=((9000, 9100),))
         errors = self.refused(body(**{PORT: "9101"}), policy)
         self.assertIn("9000-9100", errors["labels.wakeproxy.port"])
         self.assertEqual(policy.check(body(**{PORT: "9100"}), owner="alice").labels[PORT], "9100")
@@ -96,7 +106,7 @@ class PortTests(PolicyTestsMixin, SynchronousTestCase):
         """A container made before the fix (or by hand with an owner label) is refused by port_allowed."""
         runtime = MemoryRuntime()
         api_port = runtime.add_managed("old", {OWNER: "alice", PORT: "8008"}, network_mode="host")
-        policy = CreatePolicy.from_options(OPTIONS)
+        policy = POLICY
         self.assertIn("own listening", port_allowed(api_port, policy.allow_ports, policy.forbidden_ports))
         operator = runtime.add_managed("ops", {PORT: "8008"}, network_mode="host")
         self.assertIsNone(port_allowed(operator, policy.allow_ports, policy.forbidden_ports))
@@ -110,7 +120,7 @@ class HealthCheckTests(PolicyTestsMixin, SynchronousTestCase):
             for value in ("http://127.0.0.1:8008/login", "https://10.0.0.1/", "//127.0.0.1:8008/x", "x/y"):
                 errors = self.refused(body(**{PORT: "9000", key: value}))
                 self.assertIn("labels." + key, errors, value)
-        spec = CreatePolicy.from_options(OPTIONS).check(body(**{PORT: "9000", HEALTH_CHECK: "/status"}), owner="a")
+        spec = POLICY.check(body(**{PORT: "9000", HEALTH_CHECK: "/status"}), owner="a")
         self.assertEqual(spec.labels[HEALTH_CHECK], "/status")
 
 
@@ -131,7 +141,7 @@ class DependencyTests(PolicyTestsMixin, SynchronousTestCase):
         self.assertEqual(len({d.replace(repr(t).replace("'", '"'), "") for t, d in details.items()}), 1, details)
 
     def test_own_instances_are_accepted(self):
-        policy = CreatePolicy.from_options(OPTIONS)
+        policy = POLICY
         spec = policy.check(body(**{PORT: "9000", DEPENDS_ON: "alice-db", GROUP: "g"}), owner="alice",
                             lookup=self.runtime.get)
         self.assertEqual((spec.labels[DEPENDS_ON], spec.labels[GROUP]), ("alice-db", "g"))
@@ -209,7 +219,7 @@ class RouterLabelsTests(PolicyTestsMixin, SynchronousTestCase):
     """Finding 6, with --router-labels: wakeproxy writes the anchored rule; tenants cannot write their own."""
 
     def test_written_by_wakeproxy(self):
-        policy = CreatePolicy.from_options(dict(OPTIONS, **{"router-labels": True}))
+        policy = replace(POLICY, router_labels=True)
         spec = policy.check(body("minion-1", network="traefiknet", **{PORT: "9000"}), owner="alice")
         self.assertEqual(dict(spec.labels), {
             PORT: "9000", OWNER: "alice", "traefik.enable": "true",
@@ -222,7 +232,7 @@ class RouterLabelsTests(PolicyTestsMixin, SynchronousTestCase):
         self.assertIn("writes the instance's rule itself", errors["labels.traefik.http.routers.minion-1.rule"])
 
     def test_a_selector_traefik_cannot_follow(self):
-        policy = CreatePolicy.from_options(dict(OPTIONS, **{"router-labels": True, "select": "path:u"}))
+        policy = replace(POLICY, router_labels=True, select="path:u")
         self.assertIn("labels", self.refused(body(**{PORT: "9000"}), policy))
 
 

@@ -351,39 +351,43 @@ class OptionTests(SynchronousTestCase):
         return options
 
     def test_defaults(self):
-        options = self.parse()
-        self.assertEqual(options["access"], "open")
-        self.assertIsNone(options["access-keys"])
-        self.assertIsNone(options["forward-auth-url"])
-        self.assertEqual(options["access-cookie"], "wakeproxy_access")
-        self.assertEqual(options["access-ttl"], 12 * 3600)
-        self.assertEqual(options["forward-auth-headers"], [])
-        self.assertEqual(options["forward-auth-cache"], 0)
-        self.assertEqual(options["allow-port"], [(1024, 65535)])
-        for flag in ("metrics-auth", "allow-router-rules", "router-labels", "access-cookie-secure"):
-            self.assertFalse(options[flag], flag)
+        settings = self.parse().settings
+        access = settings.access
+        self.assertEqual(access.mode, "open")
+        self.assertIsNone(access.keys)
+        self.assertIsNone(access.forward_auth_url)
+        self.assertEqual(access.cookie, "wakeproxy_access")
+        self.assertEqual(access.ttl, 12 * 3600)
+        self.assertEqual(access.forward_auth_headers, ())
+        self.assertEqual(access.forward_auth_cache, 0)
+        self.assertEqual(settings.allow_ports, ((1024, 65535),))
+        api = settings.api
+        self.assertEqual((api.metrics_auth, api.allow_router_rules, api.router_labels, api.access_cookie_secure),
+                         (False, False, False, False))
 
     def test_an_access_key_makes_signed_the_default(self):
         path = _key_file(self, "n" * 32, "o" * 32, "p" * 32)
-        options = self.parse("--access-key", path)
-        self.assertEqual(options["access"], "signed")
-        self.assertIsInstance(options["access-keys"], AccessKeys)
-        token = options["access-keys"].issue("x", "foo", 10)
+        access = self.parse("--access-key", path).settings.access
+        self.assertEqual(access.mode, "signed")
+        self.assertIsInstance(access.keys, AccessKeys)
+        token = access.keys.issue("x", "foo", 10)
         self.assertEqual(AccessKeys([b"n" * 32]).check(token, "x", 0), "foo")  # the first key signs
-        self.assertEqual(self.parse("--access-key", path, "--access", "open")["access"], "open")
+        self.assertEqual(self.parse("--access-key", path, "--access", "open").settings.access.mode, "open")
 
     def test_values(self):
-        options = self.parse("--access", "forward-auth:http://127.0.0.1:9/auth", "--forward-auth-headers",
-                             "X-User, Remote-Email", "--forward-auth-cache", "30s", "--allow-port", "8080",
-                             "--allow-port", "9000-9100", "--metrics-auth", "--allow-router-rules", "--router-labels",
-                             "--access-cookie", "tenant", "--access-ttl", "30m")
-        self.assertEqual((options["access"], options["forward-auth-url"]), ("forward-auth", "http://127.0.0.1:9/auth"))
-        self.assertEqual(options["forward-auth-headers"], ["x-user", "remote-email"])
-        self.assertEqual(options["forward-auth-cache"], 30)
-        self.assertEqual(options["allow-port"], [(8080, 8080), (9000, 9100)])
-        self.assertEqual((options["access-cookie"], options["access-ttl"]), ("tenant", 1800))
-        for flag in ("metrics-auth", "allow-router-rules", "router-labels"):
-            self.assertTrue(options[flag], flag)
+        settings = self.parse("--access", "forward-auth:http://127.0.0.1:9/auth", "--forward-auth-headers",
+                              "X-User, Remote-Email", "--forward-auth-cache", "30s", "--allow-port", "8080",
+                              "--allow-port", "9000-9100", "--metrics-auth", "--allow-router-rules", "--router-labels",
+                              "--access-cookie", "tenant", "--access-ttl", "30m", "--access-cookie-secure").settings
+        access = settings.access
+        self.assertEqual((access.mode, access.forward_auth_url), ("forward-auth", "http://127.0.0.1:9/auth"))
+        self.assertEqual(access.forward_auth_headers, ("x-user", "remote-email"))
+        self.assertEqual(access.forward_auth_cache, 30)
+        self.assertEqual(settings.allow_ports, ((8080, 8080), (9000, 9100)))
+        self.assertEqual((access.cookie, access.ttl), ("tenant", 1800))
+        api = settings.api
+        self.assertEqual((api.metrics_auth, api.allow_router_rules, api.router_labels, api.access_cookie_secure),
+                         (True, True, True, True))
 
     def test_usage_errors(self):
         short = _key_file(self, "short")

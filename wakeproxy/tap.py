@@ -8,9 +8,9 @@ C{--api-listen} (deploy API). Stopping it reverses that order.
 """
 
 import ipaddress
-import os
 import re
-
+from functools import partial
+from typing import Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -19,25 +19,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
+from wakeproxy.api.deployspec import CreatePolicy
 from wakeproxy.http.access import COOKIE as ACCESS_COOKIE
-from wakeproxy.http.access import AccessKeys
-from wakeproxy.durations import parse_duration
-from wakeproxy.runtime.interface import OwnerLabel, parse_owner_label
-from wakeproxy.http.selector import parse_selector
-from wakeproxy.waking.wakepolicy import DEFAULT_NO_WAKE_PATHS, parse_wake_rate
+from wakeproxy.settings import AccessSettings, Settings, from_options, parse_port_range
 
-__all__ = ["Options", "makeService", "parse_port_range"]
-
-_DURATIONS = ("wake-timeout", "stop-timeout", "ready-delay", "token-ttl", "head-timeout", "body-timeout",
-              "keepalive-timeout", "connect-timeout", "upstream-idle-timeout", "access-ttl", "forward-auth-cache",
-              "drain-timeout")
-#: the ports a tenant's wakeproxy.port may name when no --allow-port is given.
-DEFAULT_ALLOWED_PORTS = [(1024, 65535)]
-_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: header and cookie names
+__all__ = ["Options", "create_policy", "makeService"]
 
 log = Logger()
-_POSITIVE_INTS = ("max-held", "max-held-per-instance", "max-upstream-per-instance",
-                  "docker-threads", "max-api-body", "max-head-bytes")
 
 
 class Options(usage.Options):
@@ -163,137 +151,8 @@ class Options(usage.Options):
         self["no-wake-user-agent"].append(regex)
 
     def postOptions(self) -> None:
-        if not self["listen"]:
-            self["listen"] = ["tcp:8000"]
-        if not self["no-wake-path"]:
-            self["no-wake-path"] = list(DEFAULT_NO_WAKE_PATHS)
-        if self["wake-rate"] is not None:
-            try:
-                self["wake-rate"] = parse_wake_rate(self["wake-rate"])
-            except ValueError as e:
-                raise usage.UsageError("--wake-rate: {}".format(e))
-        try:
-            idle = parse_duration(self["idle-timeout"]) if self["idle-timeout"].strip().lower() != "never" else 0
-        except ValueError as e:
-            raise usage.UsageError("--idle-timeout: {}".format(e))
-        self["idle-timeout"] = idle or None
-        if self["docker-url"] is None:
-            self["docker-url"] = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        try:
-            self["owner-label"] = parse_owner_label(self["owner-label"])
-        except ValueError as e:
-            raise usage.UsageError("--owner-label: {}".format(e))
-        try:
-            self["selector"] = parse_selector(self["select"], keep_path=bool(self["keep-path"]))
-        except ValueError as e:
-            raise usage.UsageError("--select: {}".format(e))
-        for name in _DURATIONS:
-            try:
-                self[name] = parse_duration(self[name])
-            except ValueError as e:
-                raise usage.UsageError("--{}: {}".format(name, e))
-        for name in _POSITIVE_INTS:
-            try:
-                value = int(self[name])
-            except ValueError:
-                raise usage.UsageError("--{}: {!r} is not a whole number".format(name, self[name]))
-            if value < 1:
-                raise usage.UsageError("--{}: must be at least 1, got {}".format(name, value))
-            self[name] = value
-        if self["upstream-timeout"] is not None:
-            try:
-                self["upstream-timeout"] = parse_duration(self["upstream-timeout"]) or None
-            except ValueError as e:
-                raise usage.UsageError("--upstream-timeout: {}".format(e))
-        try:
-            self["max-body"] = int(self["max-body"])
-        except ValueError:
-            raise usage.UsageError("--max-body: {!r} is not a whole number".format(self["max-body"]))
-        if self["access-log-format"] not in ("json", "combined"):
-            raise usage.UsageError("--access-log-format: use 'json' or 'combined', got {!r}".format(
-                self["access-log-format"]))
-        if self["access-log"] not in (None, "-"):
-            directory = os.path.dirname(os.path.abspath(self["access-log"]))
-            if not os.path.isdir(directory):
-                raise usage.UsageError("--access-log: no such directory {!r}".format(directory))
-        if self["idle-tunnel"] not in ("data", "open"):
-            raise usage.UsageError("--idle-tunnel: use 'data' or 'open', got {!r}".format(self["idle-tunnel"]))
-        if self["wake-timeout"] <= 0:
-            raise usage.UsageError("--wake-timeout: must be more than 0 seconds")
-        upstream = self["upstream"]
-        if upstream != "direct" and not upstream.startswith(("http://", "https://")):
-            raise usage.UsageError("--upstream: use 'direct' or an http:// or https:// URL, got {!r}".format(upstream))
-        if self["home-upstream"] is not None and not self["home-upstream"].startswith(("http://", "https://")):
-            raise usage.UsageError("--home-upstream: use an http:// or https:// URL, got {!r}".format(
-                self["home-upstream"]))
-        if self["upstream-ca"] is not None and not os.path.isfile(self["upstream-ca"]):
-            raise usage.UsageError("--upstream-ca: no such file {!r}".format(self["upstream-ca"]))
-        for desc in self["listen"] + [self["api-listen"]]:
-            _check_endpoint(desc)
-        if self["passwd"] is not None and not os.path.isfile(self["passwd"]):
-            raise usage.UsageError("--passwd: no such file {!r}".format(self["passwd"]))
-        try:
-            re.compile(self["name-pattern"])
-        except re.error as e:
-            raise usage.UsageError("--name-pattern: not a regular expression ({})".format(e))
-        if self["pull"] not in ("never", "missing"):
-            raise usage.UsageError("--pull: use 'never' or 'missing', got {!r}".format(self["pull"]))
-        if not self["allow-port"]:
-            self["allow-port"] = list(DEFAULT_ALLOWED_PORTS)
-        self._access_options()
-
-    def _access_options(self) -> None:
-        keys = None
-        if self["access-key"] is not None:
-            try:
-                keys = AccessKeys.from_file(self["access-key"])
-            except OSError as e:
-                raise usage.UsageError("--access-key: cannot read {!r} ({})".format(self["access-key"], e.strerror))
-            except ValueError as e:
-                raise usage.UsageError("--access-key: {} in {!r}".format(e, self["access-key"]))
-        self["access-keys"] = keys
-        mode = self["access"] if self["access"] is not None else ("signed" if keys is not None else "open")
-        self["forward-auth-url"] = None
-        if mode.startswith("forward-auth:"):
-            url = mode[len("forward-auth:"):]
-            if not url.startswith(("http://", "https://")):
-                raise usage.UsageError("--access forward-auth:URL needs an http:// or https:// URL, got {!r}".format(url))
-            mode, self["forward-auth-url"] = "forward-auth", url
-        elif mode not in ("open", "signed"):
-            raise usage.UsageError("--access: use 'open', 'signed' or 'forward-auth:URL', got {!r}".format(mode))
-        if mode == "signed" and keys is None:
-            raise usage.UsageError("--access signed needs --access-key FILE (the keys that sign access tokens)")
-        self["access"] = mode
-        if _TOKEN_RE.fullmatch(self["access-cookie"]) is None:
-            raise usage.UsageError("--access-cookie: {!r} is not a cookie name".format(self["access-cookie"]))
-        if self["access-ttl"] <= 0:
-            raise usage.UsageError("--access-ttl: must be more than 0 seconds")
-        headers = [h.strip() for h in (self["forward-auth-headers"] or "").split(",") if h.strip()]
-        for header in headers:
-            if _TOKEN_RE.fullmatch(header) is None:
-                raise usage.UsageError("--forward-auth-headers: {!r} is not a header name".format(header))
-        self["forward-auth-headers"] = [h.lower() for h in headers]
-
-
-def parse_port_range(text: str) -> tuple[int, int]:
-    """C{(low, high)} from C{"8080"} or C{"1024-65535"}; ValueError with a sentence otherwise."""
-    low, sep, high = text.strip().partition("-")
-    try:
-        bounds = (int(low), int(high) if sep else int(low))
-    except ValueError:
-        raise ValueError("use a port (8080) or a range (1024-65535), got {!r}".format(text))
-    if not 1 <= bounds[0] <= bounds[1] <= 65535:
-        raise ValueError("ports are 1-65535, low to high, got {!r}".format(text))
-    return bounds
-
-
-def _check_endpoint(description: str) -> None:
-    from twisted.internet.testing import MemoryReactor  # parse only: nothing listens
-
-    try:
-        serverFromString(MemoryReactor(), description)
-    except Exception as e:
-        raise usage.UsageError("bad endpoint {!r}: {}".format(description, e))
+        """Check every value and keep what they mean in L{settings}, the only thing makeService reads."""
+        self.settings: Settings = from_options(self)
 
 
 class QuietSite(Site):
@@ -306,34 +165,119 @@ class QuietSite(Site):
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
+    """
+    The one place that builds wakeproxy's parts, each from plain values of L{Options.settings}: the
+    runtime, the waker, the idle stopper, the proxy listener's dispatcher, upstream pool and relay, and the
+    deploy API. Children start in order and stop in reverse (the listeners close before the proxy drains).
+    """
     if reactor is None:
         from twisted.internet import reactor
-    from wakeproxy.api.resources import api_resource
+    from wakeproxy.api.auth import is_trusted
     from wakeproxy.api.bodylimit import limited_request
-    from wakeproxy.runtime.docker import DockerRuntime
+    from wakeproxy.api.resources import api_resource
+    from wakeproxy.http.accesslog import AccessLog
+    from wakeproxy.http.dispatch import Dispatcher
+    from wakeproxy.http.relay import RelayFactory, Timeouts
+    from wakeproxy.http.upstreampool import UpstreamPool, upstream_from_url
     from wakeproxy.metrics import process_registry
     from wakeproxy.proxy import ProxyService
+    from wakeproxy.runtime.docker import DockerRuntime
+    from wakeproxy.waking.idle import IdleStopper
+    from wakeproxy.waking.readiness import Prober, ReadinessPlan
+    from wakeproxy.waking.waker import Waker
+    from wakeproxy.waking.wakepolicy import WakePolicy
 
-    if options["access"] == "open":
+    settings: Settings = options.settings
+    proxy, waking, api = settings.proxy, settings.waking, settings.api
+    if settings.access.mode == "open":
         log.warn("--access open: ANYONE who can reach the proxy listener can wake and use ANY instance by naming "
                  "it; give --access-key FILE (signed access tokens) or --access forward-auth:URL")
     top = MultiService()
-    owner: OwnerLabel = options["owner-label"]
-    runtime = DockerRuntime(reactor, options["docker-url"], owner, max_threads=options["docker-threads"])
+    runtime = DockerRuntime(reactor, settings.runtime.docker_url, settings.runtime.owner,
+                            max_threads=settings.runtime.threads)
     runtime.setServiceParent(top)
-
     metrics = process_registry()
-    proxy = ProxyService(options, runtime, reactor, metrics)
-    proxy.setServiceParent(top)
-    for description in options["listen"]:
-        StreamServerEndpointService(serverFromString(reactor, description), proxy.relay).setServiceParent(top)
+    policy = create_policy(settings)  # tenants' ports: the same at create (the API) and at wake
+    ports = (policy.allow_ports, policy.forbidden_ports)
+    plan = ReadinessPlan(reactor, Prober(reactor), direct=proxy.direct, traefik_api=waking.traefik_api,
+                         ready_delay=waking.ready_delay, allow_ports=ports[0], forbidden_ports=ports[1])
+    waker = Waker(reactor, runtime, plan, wake_timeout=waking.wake_timeout, max_held=waking.max_held,
+                  max_held_per_instance=waking.max_held_per_instance, stop_timeout=waking.stop_timeout,
+                  wake_rate=waking.wake_rate, metrics=metrics)
+    idle = IdleStopper(reactor, runtime, waker, waking.idle_timeout)
+    idle.setServiceParent(top)
 
-    api_site = QuietSite(api_resource(options, runtime, proxy.waker, reactor, activity=proxy.activity,
-                                         metrics=metrics),
-                         requestFactory=limited_request(options["max-api-body"]), reactor=reactor)
-    StreamServerEndpointService(serverFromString(reactor, options["api-listen"]), api_site).setServiceParent(top)
-    reactor.addSystemEventTrigger("before", "shutdown", _repeated_signals_wait, options["drain-timeout"])
+    tls_policy = _tls_policy(proxy.upstream_ca)
+    home = proxy.home_upstream or proxy.upstream
+    dispatcher = Dispatcher(
+        proxy.selector(), runtime, waker, upstream=None if proxy.direct else upstream_from_url(proxy.upstream),
+        home_url=proxy.home_url, max_upstream_per_instance=proxy.max_upstream_per_instance,
+        policy=WakePolicy(waking.no_wake_paths, waking.no_wake_user_agents), loading_page=proxy.loading_page,
+        home_path=proxy.home_path, home_upstream=upstream_from_url(home) if home else None,
+        idle_tunnel=waking.idle_tunnel, clock=reactor, gate=_gate(settings.access, reactor, tls_policy, runtime),
+        ports=ports)
+    pool = UpstreamPool(reactor, connect_timeout=proxy.connect_timeout, idle_timeout=proxy.upstream_idle_timeout,
+                        tls_policy=tls_policy)
+    relay = RelayFactory(
+        dispatcher, pool, reactor,
+        Timeouts(proxy.head_timeout, proxy.body_timeout, proxy.keepalive_timeout, proxy.upstream_timeout),
+        max_head=proxy.max_head_bytes, max_body=proxy.max_body,
+        trusted=partial(is_trusted, networks=settings.trusted_proxies) if settings.trusted_proxies else None,
+        access_log=AccessLog.open(proxy.access_log, proxy.access_log_format) if proxy.access_log else None)
+    ProxyService(relay, pool, waker, proxy.drain_timeout).setServiceParent(top)
+    for description in proxy.listen:
+        StreamServerEndpointService(serverFromString(reactor, description), relay).setServiceParent(top)
+
+    api_site = QuietSite(api_resource(api, runtime, waker, reactor, policy=policy, access=settings.access,
+                                      trusted_proxies=settings.trusted_proxies, stop_timeout=waking.stop_timeout,
+                                      activity=idle.activity,
+                                      metrics=metrics),
+                         requestFactory=limited_request(api.max_body), reactor=reactor)
+    StreamServerEndpointService(serverFromString(reactor, api.listen), api_site).setServiceParent(top)
+    reactor.addSystemEventTrigger("before", "shutdown", _repeated_signals_wait, proxy.drain_timeout)
     return top
+
+
+def create_policy(settings: Settings) -> CreatePolicy:
+    """What the deploy API may create; its port ranges also bound where tenants' instances are reached."""
+    api = settings.api
+    return CreatePolicy(owner=settings.runtime.owner, name_pattern=api.name_pattern, allowed_images=api.allow_images,
+                        allow_host_network=api.allow_host_network, allow_ports=settings.allow_ports,
+                        forbidden_ports=settings.own_ports, allow_router_rules=api.allow_router_rules,
+                        router_labels=api.router_labels, select=settings.proxy.select,
+                        keep_path=settings.proxy.keep_path)
+
+
+def _tls_policy(upstream_ca: Optional[str]):
+    """C{--upstream-ca}: the policy that verifies https upstreams against that CA; None: the system's CAs."""
+    if upstream_ca is None:
+        return None
+    from twisted.internet.ssl import Certificate
+    from twisted.web.client import BrowserLikePolicyForHTTPS
+
+    with open(upstream_ca, "rb") as f:
+        return BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
+
+
+def _gate(access: AccessSettings, reactor, tls_policy, runtime):
+    """C{--access}: who may use an instance through the proxy (http/gate.py); None when everyone may."""
+    from wakeproxy.http.gate import ForwardAuthGate, SignedGate
+
+    if access.mode == "signed":
+        from wakeproxy.waking.labels import OWNER
+
+        def owner_of(name: str):
+            container = runtime.get(name)
+            return None if container is None else container.labels.get(OWNER, "")
+
+        return SignedGate(access.keys, reactor, access.cookie, owner_of)
+    if access.mode == "forward-auth":
+        from wakeproxy.waking.httpclient import QuietPool, make_agent
+
+        agent = make_agent(reactor, QuietPool(reactor, persistent=True), 5.0, tls_policy)
+        return ForwardAuthGate(access.forward_auth_url, agent, reactor, copy_headers=access.forward_auth_headers,
+                               cache_seconds=access.forward_auth_cache)
+    return None
 
 
 def _repeated_signals_wait(drain_timeout: float) -> None:

@@ -19,7 +19,7 @@ import fnmatch
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from wakeproxy.waking.labels import (
     DEFAULT_ALLOW_PORTS,
@@ -49,7 +49,6 @@ __all__ = [
     "check_deploy",
     "check_login",
     "label_errors",
-    "listening_ports",
     "parse_json",
     "router_labels",
     "router_rule",
@@ -67,7 +66,6 @@ MAX_LOGIN_FIELD = 1024
 #: Keys (and key prefixes) nobody may set through the API, whatever --owner-label says: wakeproxy's marks.
 RESERVED_OWNER_KEYS = ("wakeproxy.managed", OWNER, CREATING)
 _GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_ENDPOINT_PORT_KINDS = ("tcp", "tcp6", "ssl")
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LABEL_KEY_RE = re.compile(r"[^ =\x00-\x1f\x7f]+")
@@ -107,7 +105,7 @@ class BodyError(Exception):
 
 @dataclass(frozen=True)
 class CreatePolicy:
-    """What the API may create, from the options."""
+    """What the API may create (the deploy API's settings, and wakeproxy's own ports)."""
 
     owner: OwnerLabel = OwnerLabel()
     name_pattern: str = DEFAULT_NAME_PATTERN
@@ -126,57 +124,9 @@ class CreatePolicy:
     select: str = "cookie:instance"
     keep_path: bool = False
 
-    @classmethod
-    def from_options(cls, options) -> "CreatePolicy":
-        listeners = list(options.get("listen") or ()) + [options.get("api-listen") or ""]
-        return cls(owner=options["owner-label"], name_pattern=options["name-pattern"],
-                   allowed_images=tuple(options["allow-image"]),
-                   allow_host_network=bool(options["allow-host-network"]),
-                   allow_ports=tuple(tuple(r) for r in options.get("allow-port") or ()) or DEFAULT_ALLOW_PORTS,
-                   forbidden_ports=listening_ports(listeners),
-                   allow_router_rules=bool(options.get("allow-router-rules")),
-                   router_labels=bool(options.get("router-labels")),
-                   select=options.get("select") or "cookie:instance", keep_path=bool(options.get("keep-path")))
-
     def check(self, doc: Any, owner: Optional[str] = None, lookup: Optional[Lookup] = None) -> CreateSpec:
         """L{check_deploy} under this policy: the spec for C{owner}'s deploy body, or L{BodyError}."""
         return check_deploy(doc, self, owner, lookup)
-
-
-def listening_ports(descriptions: Iterable[str]) -> frozenset:
-    """
-    The TCP ports of Twisted server endpoint strings (C{tcp:8000}, C{tcp:port=8008:interface=127.0.0.1},
-    C{ssl:443:privateKey=...}, C{tcp6:8000}); others (C{unix:}, port 0) have none.
-    """
-    ports = set()
-    for description in descriptions:
-        parts = _endpoint_parts(description or "")
-        if not parts or parts[0].lower() not in _ENDPOINT_PORT_KINDS:
-            continue
-        positional = [p for p in parts[1:] if "=" not in p]
-        keywords = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
-        raw = keywords.get("port", positional[0] if positional else "")
-        if raw.isascii() and raw.isdigit() and 0 < int(raw) < 65536:
-            ports.add(int(raw))
-    return frozenset(ports)
-
-
-def _endpoint_parts(description: str) -> list[str]:
-    """Split an endpoint string at its colons, as Twisted does (a backslash escapes the next character)."""
-    parts, current, escaped = [], [], False
-    for char in description:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
 
 
 class _DuplicateKey(ValueError):

@@ -47,6 +47,7 @@ from wakeproxy.api.reply import Reply
 from wakeproxy.http.selector import valid_instance_name
 from wakeproxy.api.statuspage import HEADERS as UI_HEADERS
 from wakeproxy.api.statuspage import PAGE as UI_PAGE
+from wakeproxy.settings import AccessSettings, ApiSettings
 
 __all__ = ["Authenticator", "api_resource", "instance_document", "openapi_document"]
 
@@ -384,27 +385,33 @@ class _Metrics(_Readable):
         return body
 
 
-def api_resource(options, runtime, waker, reactor, activity=None, metrics=None) -> Resource:
-    enabled = not options["no-auth"]
+def api_resource(settings: ApiSettings, runtime, waker, reactor, policy: CreatePolicy,
+                 access: AccessSettings = AccessSettings(), trusted_proxies=(), stop_timeout: float = 10.0,
+                 activity=None, metrics=None) -> Resource:
+    """
+    The deploy API's resource tree for C{settings} (its listener's group), creating what C{policy} allows,
+    issuing the access tokens C{access} describes, believing the X-Forwarded-* of C{trusted_proxies},
+    stopping instances with C{stop_timeout} (--stop-timeout).
+    """
+    enabled = not settings.no_auth
     if not enabled:
         log.warn("--no-auth: the deploy API on {listen} lets ANYONE who can connect create, start, stop and remove "
-                 "containers; use it for local demos only", listen=options["api-listen"])
-    elif options["passwd"] is None:
+                 "containers; use it for local demos only", listen=settings.listen)
+    elif settings.passwd is None:
         log.warn("no --passwd: nobody can use the deploy API; give --passwd FILE or --no-auth")
     if IReactorThreads.providedBy(reactor):
         def run_blocking(f, *args):
             return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
     else:
         run_blocking = maybeDeferred
-    auth = Authenticator(PasswdFile(options["passwd"]), TokenStore(reactor, options["token-ttl"]),
-                         LoginLimiter(reactor), enabled=enabled, max_body=options["max-api-body"],
-                         run_blocking=run_blocking, trusted_proxies=options["trusted-proxy"])
-    https = (lambda request: True) if options["access-cookie-secure"] else auth.https
-    operations = InstanceOperations(runtime, waker, CreatePolicy.from_options(options),
-                                    stop_timeout=options["stop-timeout"], pull=options["pull"] == "missing",
-                                    max_body=options["max-api-body"], activity=activity, clock=reactor,
-                                    access_keys=options["access-keys"], access_ttl=options["access-ttl"],
-                                    access_cookie=options["access-cookie"], https=https)
+    auth = Authenticator(PasswdFile(settings.passwd), TokenStore(reactor, settings.token_ttl),
+                         LoginLimiter(reactor), enabled=enabled, max_body=settings.max_body,
+                         run_blocking=run_blocking, trusted_proxies=trusted_proxies)
+    https = (lambda request: True) if settings.access_cookie_secure else auth.https
+    operations = InstanceOperations(runtime, waker, policy, stop_timeout=stop_timeout,
+                                    pull=settings.pull, max_body=settings.max_body, activity=activity, clock=reactor,
+                                    access_keys=access.keys, access_ttl=access.ttl, access_cookie=access.cookie,
+                                    https=https)
     root = _Root()
     root.putChild(b"healthz", _Health(runtime))
     root.putChild(b"openapi.json", _Document(openapi_document()))
@@ -412,5 +419,5 @@ def api_resource(options, runtime, waker, reactor, activity=None, metrics=None) 
     root.putChild(b"deploy", _Deploy(auth, operations))
     root.putChild(b"ui", _Ui())
     root.putChild(b"metrics", _Metrics(metrics if metrics is not None else CollectorRegistry(),
-                                       auth if options["metrics-auth"] else None))
+                                       auth if settings.metrics_auth else None))
     return root

@@ -73,6 +73,12 @@ class IdleStopper(Service):
             return None
         return since + timeout
 
+    def activity(self, container: Container) -> dict:
+        """What the deploy API shows of an instance's activity: the waker's (L{Waker.describe}), and its idle deadline."""
+        doc = self._waker.describe(container.name)
+        doc["idle_deadline"] = self.deadline(container)
+        return doc
+
     def sweep(self) -> None:
         now = self._clock.seconds()
         running = [c for c in self._runtime.list() if c.running]
