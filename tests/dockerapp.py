@@ -6,7 +6,7 @@ their start events, read their logs, and remove them when the test ends.
 import time
 from typing import Optional
 
-from tests.support import MOCK_IMAGE, docker_client, free_port, remove_containers, unique_name
+from tests.support import MOCK_IMAGE, TEST_OWNER, docker_client, free_port, remove_containers, unique_name
 
 __all__ = ["Instances"]
 
@@ -14,7 +14,7 @@ __all__ = ["Instances"]
 class Instances:
     """Containers one test creates; call C{cleanup} (or register it with addCleanup)."""
 
-    def __init__(self, owner: str = "wakeproxy.managed=true"):
+    def __init__(self, owner: str = TEST_OWNER):
         self.client = docker_client()
         self.owner_key, _, self.owner_value = owner.partition("=")
         self.names: list[str] = []

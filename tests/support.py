@@ -19,10 +19,16 @@ import docker
 
 from bench.ports import free_port
 
-__all__ = ["MOCK_IMAGE", "check_problem", "ScriptProcess", "Twistd", "start_wakeproxy", "can_connect", "docker_client", "free_port", "import_script",
+__all__ = ["MOCK_IMAGE", "TEST_OWNER", "check_problem", "ScriptProcess", "Twistd", "start_wakeproxy", "can_connect", "docker_client", "free_port", "import_script",
            "remove_containers", "start_script", "unique_name"]
 
 MOCK_IMAGE = os.environ.get("WAKEPROXY_TEST_IMAGE", "mock-app:latest")
+
+#: The owner label of this test run: the default of every C{twistd wakeproxy} and every L{tests.dockerapp.Instances}
+#: the tests start, so that no test's wakeproxy (its idle stopper above all) ever sees, wakes or stops a container it
+#: did not create — neither the user's own C{wakeproxy.managed=true} containers (the demo's, say) nor those of
+#: another test run on the same engine.
+TEST_OWNER = "wakeproxy.test-run={}".format(uuid.uuid4().hex[:12])
 DOCKER_URL = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
@@ -58,6 +64,8 @@ class Twistd:
     def __init__(self, *args: str, env: Optional[dict] = None, listen: str = "tcp:{port}:interface=127.0.0.1"):
         self.proxy_port = free_port()
         self.api_port = free_port()
+        if "--owner-label" not in args:
+            args = ("--owner-label", TEST_OWNER) + args
         self.args = [
             "--listen", listen.format(port=self.proxy_port),
             "--api-listen", "tcp:{}:interface=127.0.0.1".format(self.api_port),

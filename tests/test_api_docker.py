@@ -224,7 +224,7 @@ class DeployDockerTests(_APICase):
         self.assertProblem(self.server.call("POST", "/deploy", json=self.body(name)), 409)
 
     def test_unmanaged_instances_do_not_exist(self):
-        instances = Instances()  # managed by wakeproxy.managed=true, not by this server's owner label
+        instances = Instances()  # managed by the test run's owner label, not by this server's
         self.addCleanup(instances.cleanup)
         other = instances.create()
         foreign = instances.create(managed=False)

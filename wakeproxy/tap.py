@@ -272,9 +272,11 @@ def _gate(access: AccessSettings, reactor, tls_policy, runtime):
 
         return SignedGate(access.keys, reactor, access.cookie, owner_of)
     if access.mode == "forward-auth":
-        from wakeproxy.waking.httpclient import QuietPool, make_agent
+        from twisted.web.client import HTTPConnectionPool
 
-        agent = make_agent(reactor, QuietPool(reactor, persistent=True), 5.0, tls_policy)
+        from wakeproxy.httpclient import make_agent
+
+        agent = make_agent(reactor, HTTPConnectionPool(reactor, persistent=True), 5.0, tls_policy)
         return ForwardAuthGate(access.forward_auth_url, agent, reactor, copy_headers=access.forward_auth_headers,
                                cache_seconds=access.forward_auth_cache)
     return None
