@@ -11,6 +11,7 @@ CPU per request barely does, so it is the figure to optimise.
     .venv/bin/python -m bench.cpu_per_request                     # 3 rounds of 5 s each
     .venv/bin/python -m bench.cpu_per_request --rounds 5 --seconds 10 -c 256
     .venv/bin/python -m bench.cpu_per_request --src /tmp/other    # another checkout's wakeproxy
+    .venv/bin/python -m bench.cpu_per_request --compare /tmp/main  # + that tree's wakeproxy, interleaved (A/B)
     .venv/bin/python -m bench.cpu_per_request --profile /tmp/wp.prof   # plus a cProfile of wakeproxy
 
 With C{--profile FILE}, one more wakeproxy runs under C{twistd --profiler cprofile --savestats}; after
@@ -84,6 +85,7 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--seconds", type=float, default=5, help="seconds per wrk run (default 5)")
     p.add_argument("-c", "--connections", type=int, default=32, help="wrk connections (default 32)")
     p.add_argument("--src", type=Path, help="run wakeproxy from this source tree")
+    p.add_argument("--compare", type=Path, help="also run wakeproxy from this source tree, interleaved (label 'other')")
     p.add_argument("--profile", type=Path, help="also run a cProfiled wakeproxy; pstats to this file")
     p.add_argument("--perf", type=Path, help="also perf-record wakeproxy during one more run; perf.data to this file")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -119,6 +121,13 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
     proxy = ctx.nginx_proxy({"static": static.ports["static"]})
     wp = ctx.wakeproxy("router-static", upstream=upstream)
     targets = [("wakeproxy", wp.port, wp.pid), ("nginx", proxy.ports["static"], proxy.worker_pid)]
+    if args.compare is not None:
+        own, Wakeproxy.src = Wakeproxy.src, args.compare.resolve()
+        try:
+            other = ctx.wakeproxy("router-static-other", upstream=upstream)
+        finally:
+            Wakeproxy.src = own
+        targets.insert(1, ("other", other.port, other.pid))
     for _, port, _ in targets:
         r = client.try_request(port, "/", cookie=app.name, timeout=30)
         if r.status != 200:
@@ -128,7 +137,7 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
 
     print("wrk -t1 -c{} -d{:g}s, static upstream, wakeproxy router mode; CPU of the proxy process".format(
         args.connections, args.seconds))
-    got: dict = {"wakeproxy": [], "nginx": []}
+    got: dict = {label: [] for label, _, _ in targets}
     for i in range(args.rounds):
         for label, port, pid in targets:
             m = measure(workdir, port, pid, args.connections, args.seconds, app.name)
@@ -136,10 +145,13 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
             print("round {}  {}".format(i + 1, _line(label, m)), flush=True)
     best = {label: min(ms, key=lambda m: m["us_per_req"]) for label, ms in got.items()}
     mean_rps = {label: sum(m["rps"] for m in ms) / len(ms) for label, ms in got.items()}
-    print("best     " + _line("wakeproxy", best["wakeproxy"]))
-    print("best     " + _line("nginx", best["nginx"]))
+    for label in got:
+        print("best     " + _line(label, best[label]))
     print("ratio (nginx µs / wakeproxy µs, best of each): {:.2f}x   req/s ratio (means): {:.2f}x".format(
         best["nginx"]["us_per_req"] / best["wakeproxy"]["us_per_req"], mean_rps["wakeproxy"] / mean_rps["nginx"]))
+    if "other" in best:
+        print("wakeproxy / other CPU per request (best of each): {:.2f}x".format(
+            best["wakeproxy"]["us_per_req"] / best["other"]["us_per_req"]))
 
     if args.perf is not None:
         _perf(args, workdir, wp, app.name)
