@@ -11,6 +11,7 @@ CPU per request barely does, so it is the figure to optimise.
     .venv/bin/python -m bench.cpu_per_request                     # 3 rounds of 5 s each
     .venv/bin/python -m bench.cpu_per_request --rounds 5 --seconds 10 -c 256
     .venv/bin/python -m bench.cpu_per_request --src /tmp/other    # another checkout's wakeproxy
+    .venv/bin/python -m bench.cpu_per_request --compare /tmp/main  # + that tree's wakeproxy, interleaved (A/B)
     .venv/bin/python -m bench.cpu_per_request --profile /tmp/wp.prof   # plus a cProfile of wakeproxy
 
 With C{--profile FILE}, one more wakeproxy runs under C{twistd --profiler cprofile --savestats}; after
@@ -46,27 +47,28 @@ __all__ = ["main", "measure"]
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of C{pid} (all its threads)."""
+def _cpu(pid: int) -> tuple[float, float, int]:
+    """(user, system) CPU seconds of C{pid} (all its threads), and its minor page faults."""
     with open("/proc/{}/stat".format(pid)) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK, int(fields[7])
 
 
 def measure(workdir: Path, port: int, pid: int, connections: int, seconds: float, cookie: str) -> dict:
     """One wrk run against C{port}; req/s, p99 and µs of C{pid}'s CPU per request."""
-    user0, sys0 = _cpu(pid)
+    user0, sys0, faults0 = _cpu(pid)
     res = run_wrk(workdir, "http://127.0.0.1:{}/".format(port), connections, seconds, cookie=cookie, threads=1)
-    user1, sys1 = _cpu(pid)
+    user1, sys1, faults1 = _cpu(pid)
     n = res["requests"] or 1
     return {"rps": res["rps"], "p99_ms": res["p99_ms"], "requests": res["requests"],
             "bad": res["non2xx"] + sum(res["errors"].values()), "us_per_req": (user1 - user0 + sys1 - sys0) / n * 1e6,
-            "user_us": (user1 - user0) / n * 1e6, "sys_us": (sys1 - sys0) / n * 1e6}
+            "user_us": (user1 - user0) / n * 1e6, "sys_us": (sys1 - sys0) / n * 1e6,
+            "faults": (faults1 - faults0) / n}
 
 
 def _line(label: str, m: dict) -> str:
-    return "{:<10} {:>9,.0f} req/s  p99 {:6.2f} ms  {:6.1f} µs/req (user {:.1f}, sys {:.1f}){}".format(
-        label, m["rps"], m["p99_ms"], m["us_per_req"], m["user_us"], m["sys_us"], "  ({} bad)".format(m["bad"]) if m["bad"] else "")
+    return "{:<10} {:>9,.0f} req/s  p99 {:6.2f} ms  {:6.1f} µs/req (user {:.1f}, sys {:.1f}, {:.2f} faults){}".format(
+        label, m["rps"], m["p99_ms"], m["us_per_req"], m["user_us"], m["sys_us"], m["faults"], "  ({} bad)".format(m["bad"]) if m["bad"] else "")
 
 
 def _profiled(ctx: Context, upstream: str, out: Path) -> Wakeproxy:
@@ -84,6 +86,7 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--seconds", type=float, default=5, help="seconds per wrk run (default 5)")
     p.add_argument("-c", "--connections", type=int, default=32, help="wrk connections (default 32)")
     p.add_argument("--src", type=Path, help="run wakeproxy from this source tree")
+    p.add_argument("--compare", type=Path, help="also run wakeproxy from this source tree, interleaved (label 'other')")
     p.add_argument("--profile", type=Path, help="also run a cProfiled wakeproxy; pstats to this file")
     p.add_argument("--perf", type=Path, help="also perf-record wakeproxy during one more run; perf.data to this file")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -119,6 +122,13 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
     proxy = ctx.nginx_proxy({"static": static.ports["static"]})
     wp = ctx.wakeproxy("router-static", upstream=upstream)
     targets = [("wakeproxy", wp.port, wp.pid), ("nginx", proxy.ports["static"], proxy.worker_pid)]
+    if args.compare is not None:
+        own, Wakeproxy.src = Wakeproxy.src, args.compare.resolve()
+        try:
+            other = ctx.wakeproxy("router-static-other", upstream=upstream)
+        finally:
+            Wakeproxy.src = own
+        targets.insert(1, ("other", other.port, other.pid))
     for _, port, _ in targets:
         r = client.try_request(port, "/", cookie=app.name, timeout=30)
         if r.status != 200:
@@ -128,7 +138,7 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
 
     print("wrk -t1 -c{} -d{:g}s, static upstream, wakeproxy router mode; CPU of the proxy process".format(
         args.connections, args.seconds))
-    got: dict = {"wakeproxy": [], "nginx": []}
+    got: dict = {label: [] for label, _, _ in targets}
     for i in range(args.rounds):
         for label, port, pid in targets:
             m = measure(workdir, port, pid, args.connections, args.seconds, app.name)
@@ -136,10 +146,13 @@ def _run(args: argparse.Namespace, ctx: Context) -> int:
             print("round {}  {}".format(i + 1, _line(label, m)), flush=True)
     best = {label: min(ms, key=lambda m: m["us_per_req"]) for label, ms in got.items()}
     mean_rps = {label: sum(m["rps"] for m in ms) / len(ms) for label, ms in got.items()}
-    print("best     " + _line("wakeproxy", best["wakeproxy"]))
-    print("best     " + _line("nginx", best["nginx"]))
+    for label in got:
+        print("best     " + _line(label, best[label]))
     print("ratio (nginx µs / wakeproxy µs, best of each): {:.2f}x   req/s ratio (means): {:.2f}x".format(
         best["nginx"]["us_per_req"] / best["wakeproxy"]["us_per_req"], mean_rps["wakeproxy"] / mean_rps["nginx"]))
+    if "other" in best:
+        print("wakeproxy / other CPU per request (best of each): {:.2f}x".format(
+            best["wakeproxy"]["us_per_req"] / best["other"]["us_per_req"]))
 
     if args.perf is not None:
         _perf(args, workdir, wp, app.name)

@@ -1238,10 +1238,11 @@ class CrashTests(_WorldCase):
         upstream = world.upstream()
         exchange = world.factory.connections and next(iter(world.factory.connections)).exchange
 
-        def broken(head, body=b""):
+        def broken(head, body=b"", reusable=True):
             raise RuntimeError("injected fault")
 
         exchange.response_head = broken
+        exchange.response_whole = broken  # a small response's head and body arrive together: its own path
         upstream.send(response(body=b"hello"))
         (answer,) = client.responses()
         self.assertEqual(answer.status, 502)

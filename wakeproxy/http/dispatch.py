@@ -120,7 +120,8 @@ class Dispatcher:
             exchange.answer(answers.problem(400, "the request target must be a path (origin-form), not {!r}".format(
                 target[:64].decode("latin-1"))))
             return
-        if self._home_path is not None and _under(target.split(b"?", 1)[0], self._home_path):
+        home = self._home_path
+        if home is not None and target.startswith(home) and _under(target.split(b"?", 1)[0], home):
             exchange.forward(self._home_upstream, target, ())
             return
         if not self._synced:

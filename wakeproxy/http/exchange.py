@@ -222,13 +222,24 @@ class Exchange:
             mode, framing = _MODE_PASS, b""
             self.close_after = True
         self.mode = mode
+        self._send_head(head, framing or b"", body)
+        return head.chunked and not client11 and not no_body
+
+    def _send_head(self, head, framing: bytes, body: bytes) -> None:
         if not self.body_done:
             self.close_after = True  # answered before the whole body was read: this connection ends after it
         self.started = True
         self.status = head.status
         self.bytes_out += len(body)
-        self.client.write(response_head(head, self.extra, framing or b"", self.close_after) + body)
-        return head.chunked and not client11 and not no_body
+        self.client.write(response_head(head, self.extra, framing, self.close_after) + body)
+
+    def response_whole(self, head, body: bytes, reusable: bool) -> None:
+        """A Content-Length body that came whole with its head (not after HEAD/204/304): one write, done."""
+        self.waiting = False
+        if not self.gone:
+            self._send_head(head, b"Content-Length: %d\r\n" % head.length, body)
+        self.mode = _MODE_PASS
+        self.response_done(reusable)
 
     def response_body(self, data: bytes) -> None:
         if self.gone:

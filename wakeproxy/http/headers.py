@@ -100,7 +100,7 @@ def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, up
     lines.append(b"X-Forwarded-Proto: " + proto_b)
     if forwarded_host:
         lines.append(b"X-Forwarded-Host: " + forwarded_host)
-    lines.append(_via(head.vias, via))
+    lines.append(_via(head.vias, via) if head.vias else b"Via: 1.1 " + via)
     if head.length < 0:
         lines.append(b"Transfer-Encoding: chunked")
     if head.upgrade is not None:
@@ -122,7 +122,7 @@ def response_head(head, extra, framing: bytes, close: bool, upgrade: bytes = Non
     if head.nominated:
         drop = head.nominated - _NOT_NOMINABLE
         lines = lines[:1] + [line for line in lines[1:] if line.split(b":", 1)[0].lower() not in drop]
-    lines.append(_via(head.vias, via))
+    lines.append(_via(head.vias, via) if head.vias else b"Via: 1.1 " + via)
     for name, value in extra:
         lines.append(name + b": " + value)
     if upgrade is not None:

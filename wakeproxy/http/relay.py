@@ -185,12 +185,14 @@ class RelayProtocol(Protocol):
         if end + 4 > relay.max_head:
             self._refuse(431, "the request head is larger than {} bytes".format(relay.max_head))
             return False
+        if type(buf) is not bytes:
+            buf = bytes(buf)  # a head that came in pieces; slices of bytes are bytes
         try:
-            head = parse_request_head(bytes(buf[:end + 4]))
+            head = parse_request_head(buf[:end + 4])
         except WireError as e:
             self._refuse(e.status, e.detail)
             return False
-        self._buf = bytes(buf[end + 4:])
+        self._buf = buf[end + 4:]
         self.head_age = 0
         exchange = self.exchange = Exchange(self, head)
         limit = relay.max_body

@@ -125,8 +125,20 @@ class UpstreamConnection(Protocol):
         if exchange is None:
             self.transport.loseConnection()  # bytes nobody asked for: the connection is out of step
             return
+        state = self._state
         try:
-            self._read(exchange, data)
+            if state == _HEAD:
+                self._head(data)
+            elif state == _LENGTH:
+                self._length(data)
+            elif state == _TUNNEL:
+                exchange.tunnel_upstream_data(data)
+            elif state == _CHUNKED:
+                self._chunked(data)
+            elif state == _UNTIL_CLOSE:
+                exchange.response_body(data)
+            else:
+                self.transport.loseConnection()
         except Exception:
             self._state = _DONE
             exchange.crashed("relaying a response")
@@ -136,21 +148,6 @@ class UpstreamConnection(Protocol):
             # ACK of the head before sending the body (Nagle); acknowledge now, not after the delayed-ACK
             # timer (~40 ms). Setting TCP_QUICKACK sends a pending ACK at once; Linux clears it by itself.
             quickack(self._sock)
-
-    def _read(self, exchange, data: bytes) -> None:
-        state = self._state
-        if state == _LENGTH:
-            self._length(data)
-        elif state == _TUNNEL:
-            exchange.tunnel_upstream_data(data)
-        elif state == _HEAD:
-            self._head(data)
-        elif state == _CHUNKED:
-            self._chunked(data)
-        elif state == _UNTIL_CLOSE:
-            exchange.response_body(data)
-        else:
-            self.transport.loseConnection()
 
     def _length(self, data: bytes) -> None:
         left = self._left
@@ -193,11 +190,12 @@ class UpstreamConnection(Protocol):
         self._keep_alive = head.keep_alive
         length = head.length
         if length is not None and not head.chunked and 0 < length <= len(buf) and not self._head_request \
-                and status not in (204, 304):
-            # the whole body came with the head (the common small response): one write to the client
-            self.exchange.response_head(head, buf[:length])
-            if self.exchange is not None:
-                self._finish(len(buf) == length)
+                and status != 204 and status != 304:
+            # the whole body came with the head (the common small response): one write to the client, and
+            # the exchange ends at once
+            self._state = _DONE
+            self.exchange.response_whole(head, buf[:length] if len(buf) > length else buf,
+                                         len(buf) == length and head.keep_alive)
             return
         self._decode = self.exchange.response_head(head)
         if self.exchange is None:

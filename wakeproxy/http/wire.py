@@ -56,59 +56,119 @@ class ChunkError(WireError):
 
 class RequestHead:
     """
-    A parsed request head.
+    A parsed request head (L{parse_request_head}); while parsing, it receives httptools' callbacks and
+    sorts each field by its role as it comes (one object per request, nothing copied afterwards).
 
     @ivar headers: C{(name, value)} byte pairs as received (order, case and duplicates kept).
     @ivar length: the Content-Length, C{-1} for a chunked body, C{0} for none.
     @ivar upgrade: the C{Upgrade} value when the client asks for one (C{Connection: upgrade}), else None.
+    @ivar noted: first values of the headers in L{NOTED}, by lower-cased name (only those present).
+    @ivar lines: C{b"Name: value"} of the fields forwarded as they are (hop-by-hop, framing, Via,
+        forwarding gone).
+    @ivar nominated: header names the Connection header nominates for removal (beyond
+        keep-alive/close/upgrade), or None.
+    @ivar forwarding: C{(lower-cased name, value)} of client-sent forwarding headers, or None.
+    @ivar vias: Via values, or None.
     """
 
-    __slots__ = ("method", "target", "version", "headers", "length", "keep_alive", "upgrade", "expect",
-                 "host_count", "cookie", "host", "noted", "lines", "nominated", "forwarding", "vias")
+    # what most requests leave as it is: set on the instance only when it differs
+    method = b""
+    target = b""
+    version = "1.1"
+    length = 0
+    keep_alive = True
+    upgrade = None
+    expect = False
+    host_count = 0
+    cookie = ()
+    host = None
+    nominated = None
+    forwarding = None
+    vias = None
+    # parsing state
+    _expect = None
+    _coding = None
+    _connection = b""
 
-    def __init__(self, method: bytes, target: bytes, version: str, headers: list, length: int, keep_alive: bool,
-                 upgrade: Optional[bytes], expect: bool, host_count: int, cookie: tuple, host: Optional[bytes],
-                 noted: dict, lines: Optional[list] = None, nominated=None, forwarding=None, vias=None):
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.length = length
-        self.keep_alive = keep_alive
-        self.upgrade = upgrade
-        self.expect = expect
-        self.host_count = host_count
-        self.cookie = cookie
-        self.host = host
-        #: first values of the headers in L{NOTED}, by lower-cased name (only those present)
-        self.noted = noted
-        #: C{b"Name: value"} of the fields forwarded as they are (hop-by-hop, framing, Via, forwarding gone)
-        self.lines = lines if lines is not None else [n + b": " + v for n, v in headers]
-        #: header names the Connection header nominates for removal (beyond keep-alive/close/upgrade)
-        self.nominated = nominated
-        #: C{(lower-cased name, value)} of client-sent forwarding headers, and Via values (or None)
-        self.forwarding = forwarding
-        self.vias = vias
+    def __init__(self):
+        self.headers = []
+        self.lines = []
+        self.noted = {}
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        lower = name.lower()
+        role = _REQUEST_ROLES.get(lower)
+        if role is None:
+            self.lines.append(name + b": " + value)
+        elif role < _CODING:  # read and kept
+            self.lines.append(name + b": " + value)
+            if role == _COOKIE:
+                self.cookie += (value,)
+            elif role == _HOST:
+                self.host_count += 1
+                self.host = value
+            elif role == _NOTE:
+                self.noted.setdefault(lower, value)
+            elif role == _LENGTH:
+                self.length = int(value)  # llhttp checked digits and duplicates
+            else:
+                self._expect = value
+        elif role == _CODING:
+            self._coding = value if self._coding is None else self._coding + b"," + value
+        elif role == _CONNECTION:
+            self._connection = self._connection + b"," + value.lower() if self._connection else value.lower()
+        elif role == _UPGRADE:
+            self.upgrade = value
+        elif role == _FORWARDING:
+            self.forwarding = (self.forwarding or []) + [(lower, value)]
+        elif role == _VIA:
+            self.vias = (self.vias or []) + [value]
 
 
 class ResponseHead:
-    __slots__ = ("status", "reason", "headers", "length", "keep_alive", "chunked", "coding", "lines", "nominated",
-                 "vias")
+    """
+    A parsed response head (L{parse_response_head}); receives httptools' callbacks while parsing.
 
-    def __init__(self, status: int, reason: bytes, headers: list, length: Optional[int], keep_alive: bool,
-                 chunked: bool, coding: bytes = b"chunked", lines: Optional[list] = None, nominated=None, vias=None):
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        #: Content-Length, or None when absent
-        self.length = length
-        self.keep_alive = keep_alive
-        self.chunked = chunked
-        #: the Transfer-Encoding value (codings before the final chunked are passed on as they are)
-        self.coding = coding
-        self.lines = lines if lines is not None else [n + b": " + v for n, v in headers]
-        self.nominated = nominated
-        self.vias = vias
+    @ivar length: Content-Length, or None when absent (or chunked).
+    @ivar coding: the Transfer-Encoding value (codings before the final chunked are passed on as they are).
+    """
+
+    status = 0
+    reason = b""
+    length = None
+    keep_alive = True
+    chunked = False
+    coding = b"chunked"
+    nominated = None
+    vias = None
+    _coding = b""
+    _connection = b""
+
+    def __init__(self):
+        self.headers = []
+        self.lines = []
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        role = _RESPONSE_ROLES.get(name.lower())
+        if role is None:
+            self.lines.append(name + b": " + value)
+        elif role == _LENGTH:
+            self.length = int(value)
+        elif role == _CODING:
+            value = value.strip()
+            self._coding = self._coding + b", " + value if self._coding else value
+        elif role == _CONNECTION:
+            self._connection = self._connection + b"," + value.lower() if self._connection else value.lower()
+        elif role == _VIA:
+            self.vias = (self.vias or []) + [value]
 
 
 # What a header field is to the relay, by lower-cased name: kept as it is (absent from the table), read
@@ -125,77 +185,26 @@ _RESPONSE_ROLES.update({b"content-length": _LENGTH, b"transfer-encoding": _CODIN
                         b"via": _VIA})
 
 
-class _RequestCollector:
-    """Receives httptools' callbacks for one request head, sorting each field by its role as it comes."""
-
-    def __init__(self):
-        self.url = b""
-        self.headers = []
-        self.lines = []  # b"Name: value" of the fields forwarded as they are
-        self.cookie = ()
-        self.host = None
-        self.hosts = 0
-        self.length = 0
-        self.expect = None
-        self.noted = {}
-        self.coding = None
-        self.connection = b""
-        self.upgrade = None
-        self.forwarding = None
-        self.vias = None
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        lower = name.lower()
-        role = _REQUEST_ROLES.get(lower)
-        if role is None:
-            self.lines.append(name + b": " + value)
-        elif role < _CODING:  # read and kept
-            self.lines.append(name + b": " + value)
-            if role == _COOKIE:
-                self.cookie += (value,)
-            elif role == _HOST:
-                self.hosts += 1
-                self.host = value
-            elif role == _NOTE:
-                self.noted.setdefault(lower, value)
-            elif role == _LENGTH:
-                self.length = int(value)  # llhttp checked digits and duplicates
-            else:
-                self.expect = value
-        elif role == _CODING:
-            self.coding = value if self.coding is None else self.coding + b"," + value
-        elif role == _CONNECTION:
-            self.connection = self.connection + b"," + value.lower() if self.connection else value.lower()
-        elif role == _UPGRADE:
-            self.upgrade = value
-        elif role == _FORWARDING:
-            self.forwarding = (self.forwarding or []) + [(lower, value)]
-        elif role == _VIA:
-            self.vias = (self.vias or []) + [value]
-
-
-def parse_request_head(head: bytes) -> RequestHead:
-    """C{head}: the bytes of one request head, up to and including its blank line."""
-    c = _RequestCollector()
-    parser = httptools.HttpRequestParser(c)
+def parse_request_head(raw: bytes) -> RequestHead:
+    """C{raw}: the bytes of one request head, up to and including its blank line."""
+    head = RequestHead()
+    parser = httptools.HttpRequestParser(head)
     try:
-        parser.feed_data(head)
+        parser.feed_data(raw)
     except httptools.HttpParserUpgrade:
         pass  # an Upgrade (or CONNECT) head: parsed in full, the rest is not HTTP
     except httptools.HttpParserError as e:
         raise WireError(400, "the request is not valid HTTP/1.1: {}".format(_message(e)))
-    if len(c.headers) > MAX_HEADERS:
+    if len(head.headers) > MAX_HEADERS:
         raise WireError(431, "the request has {} header fields; at most {} are accepted".format(
-            len(c.headers), MAX_HEADERS))
+            len(head.headers), MAX_HEADERS))
     version = parser.get_http_version()
-    if version != "1.1" and version != "1.0":
-        raise WireError(505, "wakeproxy speaks HTTP/1.1 and HTTP/1.0, not HTTP/{}".format(version))
-    length = c.length
-    coding = c.coding
+    if version != "1.1":
+        if version != "1.0":
+            raise WireError(505, "wakeproxy speaks HTTP/1.1 and HTTP/1.0, not HTTP/{}".format(version))
+        head.version = version
+    head.method = parser.get_method()
+    coding = head._coding
     if coding is not None:
         if version == "1.0":
             raise WireError(400, "an HTTP/1.0 request cannot use Transfer-Encoding")
@@ -203,33 +212,38 @@ def parse_request_head(head: bytes) -> RequestHead:
         if codings != [b"chunked"]:
             raise WireError(400, "the only transfer coding accepted in a request is chunked, alone; got {!r}".format(
                 coding[:64].decode("latin-1")))
-        length = -1
-    expect = False
-    if c.expect is not None:
-        if c.expect.strip().lower() != b"100-continue":
+        head.length = -1
+    expect = head._expect
+    if expect is not None:
+        if expect.strip().lower() != b"100-continue":
             raise WireError(417, "the only expectation wakeproxy knows is 100-continue, not {!r}".format(
-                c.expect[:64].decode("latin-1")))
-        expect = True
-    hosts = c.hosts
+                expect[:64].decode("latin-1")))
+        head.expect = True
+    hosts = head.host_count
     if hosts != 1:
         if hosts > 1:
             raise WireError(400, "the request has more than one Host header")
         if version == "1.1":
             raise WireError(400, "an HTTP/1.1 request needs a Host header")
-    connection = c.connection
-    tokens = [t.strip() for t in connection.split(b",")] if connection else ()
-    upgrade = c.upgrade
+    connection = head._connection
+    if connection:
+        tokens = [t.strip() for t in connection.split(b",")]
+        if b"close" in tokens or version == "1.0":
+            head.keep_alive = False
+        head.nominated = frozenset(tokens) - _HARMLESS or None
+    else:
+        tokens = ()
+        if version == "1.0":
+            head.keep_alive = False  # HTTP/1.0: one exchange per connection
+    upgrade = head.upgrade
     if upgrade is not None and (b"upgrade" not in tokens or upgrade.strip().lower() == b"h2c" or version == "1.0"):
-        upgrade = None  # not nominated by Connection, or h2c: stripped, the request goes on as HTTP/1.1
-    keep_alive = version == "1.1" and b"close" not in tokens  # HTTP/1.0: one exchange per connection
-    nominated = frozenset(tokens) - _HARMLESS if tokens else None
-    return RequestHead(parser.get_method(), c.url, version, c.headers, length, keep_alive, upgrade, expect,
-                       hosts, c.cookie, c.host, c.noted, c.lines, nominated or None, c.forwarding, c.vias)
+        head.upgrade = None  # not nominated by Connection, or h2c: stripped, the request goes on as HTTP/1.1
+    return head
 
 
 def head_problem(partial: bytes) -> Optional[WireError]:
     """What is already wrong with the start of a request head (a TLS hello, a bare-LF head), or None."""
-    parser = httptools.HttpRequestParser(_RequestCollector())
+    parser = httptools.HttpRequestParser(RequestHead())
     try:
         parser.feed_data(partial)
     except httptools.HttpParserUpgrade:
@@ -239,62 +253,43 @@ def head_problem(partial: bytes) -> Optional[WireError]:
     return None
 
 
-class _ResponseCollector:
-    """Receives httptools' callbacks for one response head, sorting each field by its role as it comes."""
-
-    def __init__(self):
-        self.reason = b""
-        self.headers = []
-        self.lines = []
-        self.length = None
-        self.coding = b""
-        self.connection = b""
-        self.vias = None
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        role = _RESPONSE_ROLES.get(name.lower())
-        if role is None:
-            self.lines.append(name + b": " + value)
-        elif role == _LENGTH:
-            self.length = int(value)
-        elif role == _CODING:
-            value = value.strip()
-            self.coding = self.coding + b", " + value if self.coding else value
-        elif role == _CONNECTION:
-            self.connection = self.connection + b"," + value.lower() if self.connection else value.lower()
-        elif role == _VIA:
-            self.vias = (self.vias or []) + [value]
-
-
-def parse_response_head(head: bytes) -> ResponseHead:
-    """C{head}: the bytes of one response head, up to and including its blank line."""
-    c = _ResponseCollector()
-    parser = httptools.HttpResponseParser(c)
+def parse_response_head(raw: bytes) -> ResponseHead:
+    """C{raw}: the bytes of one response head, up to and including its blank line."""
+    head = ResponseHead()
+    parser = httptools.HttpResponseParser(head)
     try:
-        parser.feed_data(head)
+        parser.feed_data(raw)
     except httptools.HttpParserUpgrade:
         pass
     except httptools.HttpParserError as e:
         raise WireError(502, "the upstream's response is not valid HTTP/1.1: {}".format(_message(e)))
-    if len(c.headers) > MAX_HEADERS:
+    if len(head.headers) > MAX_HEADERS:
         raise WireError(502, "the upstream's response has {} header fields; at most {} are relayed".format(
-            len(c.headers), MAX_HEADERS))
+            len(head.headers), MAX_HEADERS))
+    head.status = parser.get_status_code()
     close = parser.get_http_version() != "1.1"
-    nominated = None
-    if c.connection:
-        tokens = [t.strip() for t in c.connection.split(b",")]
-        if b"close" in tokens:
-            close = True
-        elif b"keep-alive" in tokens:
+    connection = head._connection
+    if connection:
+        if connection == b"keep-alive":  # the common one alone: nothing nominated
             close = False
-        nominated = frozenset(tokens) - _HARMLESS or None
-    chunked = c.coding.lower().endswith(b"chunked")
-    return ResponseHead(parser.get_status_code(), c.reason, c.headers, None if chunked else c.length, not close,
-                        chunked, c.coding or b"chunked", c.lines, nominated, c.vias)
+        elif connection == b"close":
+            close = True
+        else:
+            tokens = [t.strip() for t in connection.split(b",")]
+            if b"close" in tokens:
+                close = True
+            elif b"keep-alive" in tokens:
+                close = False
+            head.nominated = frozenset(tokens) - _HARMLESS or None
+    if close:
+        head.keep_alive = False
+    coding = head._coding
+    if coding:
+        head.coding = coding
+        if coding.lower().endswith(b"chunked"):
+            head.chunked = True
+            head.length = None
+    return head
 
 
 def _message(error: Exception) -> str:
