@@ -40,6 +40,12 @@ _POSITIVE_INTS = ("max-held", "max-held-per-instance", "max-upstream-per-instanc
                   "docker-threads", "max-api-body", "max-head-bytes")
 
 
+def _runtime_kind(value: str) -> str:
+    if value not in ("docker", "swarm"):
+        raise ValueError("--runtime must be 'docker' or 'swarm', got {!r}".format(value))
+    return value
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = ("wakeproxy holds requests for stopped Docker containers, starts them once, waits until "
@@ -48,6 +54,8 @@ class Options(usage.Options):
     optParameters = [
         ["api-listen", None, "tcp:8008:interface=127.0.0.1",
          "Endpoint for the deploy API (localhost only unless told otherwise)."],
+        ["runtime", None, "docker", "Where instances live: 'docker' (containers) or 'swarm' (Swarm services, "
+         "asleep at 0 replicas; --docker-url names a manager node).", _runtime_kind],
         ["docker-url", None, None,
          "Docker engine URL [default: $DOCKER_HOST, else unix:///var/run/docker.sock]."],
         ["owner-label", None, "wakeproxy.managed=true",
@@ -310,7 +318,6 @@ def makeService(options: Options, reactor=None) -> MultiService:
         from twisted.internet import reactor
     from wakeproxy.api.resources import api_resource
     from wakeproxy.api.bodylimit import limited_request
-    from wakeproxy.runtime.docker import DockerRuntime
     from wakeproxy.metrics import Registry
     from wakeproxy.proxy import ProxyService
 
@@ -319,7 +326,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
                  "it; give --access-key FILE (signed access tokens) or --access forward-auth:URL")
     top = MultiService()
     owner: OwnerLabel = options["owner-label"]
-    runtime = DockerRuntime(reactor, options["docker-url"], owner, max_threads=options["docker-threads"])
+    runtime = make_runtime(options, reactor, owner)
     runtime.setServiceParent(top)
 
     metrics = Registry()
@@ -334,6 +341,15 @@ def makeService(options: Options, reactor=None) -> MultiService:
     StreamServerEndpointService(serverFromString(reactor, options["api-listen"]), api_site).setServiceParent(top)
     reactor.addSystemEventTrigger("before", "shutdown", _repeated_signals_wait, options["drain-timeout"])
     return top
+
+
+def make_runtime(options: Options, reactor, owner: OwnerLabel):
+    """The runtime --runtime names, on the engine at --docker-url, managing what carries C{owner}."""
+    if options["runtime"] == "swarm":
+        from wakeproxy.runtime.swarm import SwarmRuntime as kind
+    else:
+        from wakeproxy.runtime.docker import DockerRuntime as kind
+    return kind(reactor, options["docker-url"], owner, max_threads=options["docker-threads"])
 
 
 def _repeated_signals_wait(drain_timeout: float) -> None:
