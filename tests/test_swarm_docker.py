@@ -178,7 +178,9 @@ class SwarmDeployTests(_SwarmCase):
         service = self.client.inspect_service(name)
         self.assertEqual((created["id"], created["state"]), (service["ID"], "running"))
         self.assertEqual(service["Spec"]["Labels"]["wakeproxy.test"], self.owner_value)
-        self.assertIs(service["Spec"]["TaskTemplate"]["ContainerSpec"].get("Init"), True)
+        container_spec = service["Spec"]["TaskTemplate"]["ContainerSpec"]
+        self.assertIs(container_spec.get("Init"), True)
+        self.assertEqual(container_spec.get("StopGracePeriod"), 3 * 10 ** 9)  # --stop-timeout 3s
         self.assertEqual(self.replicas(name), 1)
         # running (its container started); ready when asked to wait, through the proxy too
         r = self.call(server, "PUT", "/deploy/{}?wait=ready".format(name))

@@ -346,10 +346,11 @@ def makeService(options: Options, reactor=None) -> MultiService:
 def make_runtime(options: Options, reactor, owner: OwnerLabel):
     """The runtime --runtime names, on the engine at --docker-url, managing what carries C{owner}."""
     if options["runtime"] == "swarm":
-        from wakeproxy.runtime.swarm import SwarmRuntime as kind
-    else:
-        from wakeproxy.runtime.docker import DockerRuntime as kind
-    return kind(reactor, options["docker-url"], owner, max_threads=options["docker-threads"])
+        from wakeproxy.runtime.swarm import SwarmRuntime
+        return SwarmRuntime(reactor, options["docker-url"], owner, max_threads=options["docker-threads"],
+                            stop_grace=options["stop-timeout"])
+    from wakeproxy.runtime.docker import DockerRuntime
+    return DockerRuntime(reactor, options["docker-url"], owner, max_threads=options["docker-threads"])
 
 
 def _repeated_signals_wait(drain_timeout: float) -> None:

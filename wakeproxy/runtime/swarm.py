@@ -68,8 +68,10 @@ class SwarmRuntime(EngineRuntime):
     log = Logger()
     kind = "swarm"
 
-    def __init__(self, reactor, base_url: str, *args: Any, **kwargs: Any):
+    def __init__(self, reactor, base_url: str, *args: Any, stop_grace: Optional[float] = None, **kwargs: Any):
+        """C{stop_grace}: the stop grace period (seconds) of the services it creates (None: Swarm's, 10 s)."""
         EngineRuntime.__init__(self, reactor, base_url, *args, **kwargs)
+        self._stop_grace = stop_grace
         self._network_names: dict[str, str] = {}
         self._follow_ups: dict[str, Any] = {}
         #: task container id -> the health its last health_status event said (written by the event thread).
@@ -93,6 +95,7 @@ class SwarmRuntime(EngineRuntime):
                 image=spec.image, command=list(spec.command) if spec.command else None, hostname=spec.name,
                 env=["{}={}".format(k, v) for k, v in spec.env.items()], init=spec.init or None,
                 labels={self.owner.key: self.owner.value},
+                stop_grace_period=None if self._stop_grace is None else int(self._stop_grace * 1e9),
                 healthcheck=docker.types.Healthcheck(**spec.healthcheck) if spec.healthcheck else None)
             template = docker.types.TaskTemplate(container_spec=container_spec,
                                                  networks=[spec.network] if spec.network else None)
