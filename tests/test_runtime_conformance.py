@@ -11,17 +11,22 @@ answer them as L{EngineFailure}s and leave no container behind from a create tha
 import time
 
 import docker.errors
+import docker.types
 import pytest
 import requests
 import requests.exceptions
 import urllib3.exceptions
 from twisted.internet import defer, reactor, task
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from tests.support import DOCKER_URL, MOCK_IMAGE, docker_client, free_port, remove_containers, unique_name
+from tests.privateswarm import PrivateSwarm
+from tests.support import DOCKER_URL, MOCK_IMAGE, can_connect, docker_client, free_port, remove_containers, unique_name
 from wakeproxy.runtime.docker import DockerRuntime, container_from_inspect, container_from_summary
 from wakeproxy.runtime.memory import FAULTS, MemoryRuntime
+from wakeproxy.runtime.swarm import SwarmRuntime
+from wakeproxy.waking.labels import direct_address
 from wakeproxy.runtime.interface import (
     CREATING,
     CreateSpec,
@@ -31,6 +36,7 @@ from wakeproxy.runtime.interface import (
     NameInUse,
     NoSuchImage,
     NoSuchInstance,
+    NotSupported,
     OwnerLabel,
     RuntimeFailure,
     WrongState,
@@ -111,13 +117,43 @@ class FailingClient:
         return call
 
 
+def found(inspect, name: str) -> bool:
+    """Whether the engine's C{inspect(name)} finds it."""
+    try:
+        inspect(name)
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+def failing_operations(plan: FailurePlan):
+    """A client factory for a runtime: its first client (the one operations use) fails as C{plan} says."""
+    clients = []
+
+    def client_factory(**options):
+        client = docker.APIClient(**options)
+        clients.append(client)
+        # the event thread's own clients are left alone
+        return FailingClient(client, plan) if len(clients) == 1 else client
+
+    return client_factory
+
+
 #: The runtime operations failures are injected into, and the SDK call each one makes.
 SDK_METHODS = {"create": "create_container", "start": "start", "stop": "stop", "pause": "pause",
                "unpause": "unpause", "remove": "remove_container", "pull": "pull", "list": "containers"}
+#: The same for the Swarm runtime (starting and stopping are service updates).
+SWARM_SDK_METHODS = {"create": "create_service", "start": "update_service", "stop": "update_service",
+                     "remove": "remove_service", "pull": "pull", "list": "services"}
 
 
 class RuntimeConformanceMixin:
     """Tests every runtime passes. Subclasses provide the runtime and the engine's back doors."""
+
+    #: False for a runtime that refuses pause and unpause (Swarm): they fail with NotSupported instead.
+    supports_pause = True
+    #: Seconds the engine may take to bring the cache to a change made outside the runtime (or a lost answer).
+    converge_timeout = 3
 
     def make_runtime(self):
         raise NotImplementedError
@@ -146,6 +182,7 @@ class RuntimeConformanceMixin:
 
     def setUp(self):
         self.runtime = self.make_runtime()
+        return self.runtime.ready()
 
     def wait_for(self, predicate, timeout=1.0):
         """Spin the reactor until C{predicate()} holds, at most C{timeout} seconds (then fail)."""
@@ -190,6 +227,14 @@ class RuntimeConformanceMixin:
         name = unique_name()
         yield self.runtime.create(self.spec(name))
         yield self.runtime.start(name)
+        if not self.supports_pause:
+            for op in (self.runtime.pause, self.runtime.unpause):
+                error = yield self.assertFailure(op(name), NotSupported)
+                self.assertEqual(error.status, 409)
+                self.assertIn("cannot", str(error))
+            self.assertEqual(self.runtime.get(name).state, "running")
+            yield self.runtime.remove(name, force=True)
+            return
         yield self.runtime.pause(name)
         self.assertEqual(self.runtime.get(name).state, "paused")
         yield self.runtime.unpause(name)
@@ -254,7 +299,8 @@ class RuntimeConformanceMixin:
         self.addCleanup(unwatch)
         yield self.runtime.create(self.spec(name))
         self.start_behind_our_back(name)
-        yield self.wait_for(lambda: self.runtime.get(name) is not None and self.runtime.get(name).state == "running")
+        yield self.wait_for(lambda: self.runtime.get(name) is not None and self.runtime.get(name).state == "running",
+                            timeout=self.converge_timeout)
         self.assertIn((name, "running"), seen)
         yield self.runtime.remove(name, force=True)
         yield self.wait_for(lambda: (name, None) in seen)
@@ -276,10 +322,11 @@ class RuntimeConformanceMixin:
         yield self.runtime.create(self.spec(name, init=True))  # an init: the app stops at once on SIGTERM
         for kind in KINDS:
             # each operation fails once, on a container in the state it needs, then works
-            for op, call in [("start", lambda: self.runtime.start(name)),
-                             ("pause", lambda: self.runtime.pause(name)),
-                             ("unpause", lambda: self.runtime.unpause(name)),
-                             ("stop", lambda: self.runtime.stop(name, 5))]:
+            ops = [("start", lambda: self.runtime.start(name)),
+                   ("pause", lambda: self.runtime.pause(name)),
+                   ("unpause", lambda: self.runtime.unpause(name)),
+                   ("stop", lambda: self.runtime.stop(name, 5))]
+            for op, call in [(op, call) for op, call in ops if self.supports_pause or "pause" not in op]:
                 self.inject(op, kind)
                 error = yield self.assertFailure(call(), RuntimeFailure)
                 self.assert_engine_failure(error)
@@ -298,7 +345,7 @@ class RuntimeConformanceMixin:
         yield self.runtime.create(self.spec(name))
         self.inject("start", "timeout", after=True)
         yield self.assertFailure(self.runtime.start(name), EngineUnavailable)
-        yield self.wait_for(lambda: self.runtime.get(name).state == "running", timeout=3)
+        yield self.wait_for(lambda: self.runtime.get(name).state == "running", timeout=self.converge_timeout)
         yield self.runtime.remove(name, force=True)
 
     @defer.inlineCallbacks
@@ -311,7 +358,7 @@ class RuntimeConformanceMixin:
                 error = yield self.assertFailure(self.runtime.create(self.spec(name)), RuntimeFailure)
                 self.assert_engine_failure(error)
                 self.assertFalse(self.engine_has(name), (kind, after))
-                yield self.wait_for(lambda: self.runtime.get(name) is None, timeout=3)
+                yield self.wait_for(lambda: self.runtime.get(name) is None, timeout=self.converge_timeout)
         # the runtime still works
         name = unique_name()
         yield self.runtime.create(self.spec(name))
@@ -339,7 +386,7 @@ class RuntimeConformanceMixin:
         removed = yield self.runtime.sweep_leftovers(grace=0)
         self.assertEqual(removed, [name])
         self.assertFalse(self.engine_has(name))
-        yield self.wait_for(lambda: self.runtime.get(name) is None, timeout=3)
+        yield self.wait_for(lambda: self.runtime.get(name) is None, timeout=self.converge_timeout)
 
     @defer.inlineCallbacks
     def test_sweep_spares_started_and_handmade_containers(self):
@@ -347,7 +394,7 @@ class RuntimeConformanceMixin:
         yield self.runtime.create(self.spec(started))
         yield self.runtime.start(started)
         self.create_managed_by_hand(handmade)
-        yield self.wait_for(lambda: self.runtime.get(handmade) is not None, timeout=3)
+        yield self.wait_for(lambda: self.runtime.get(handmade) is not None, timeout=self.converge_timeout)
         self.assertEqual(self.runtime.get(handmade).state, "created")
         self.assertEqual(self.runtime.get(handmade).creating, "")
         self.assertNotEqual(self.runtime.get(started).creating, "")
@@ -426,15 +473,7 @@ class DockerRuntimeTests(RuntimeConformanceMixin, TestCase):
         self.names = getattr(self, "names", [])
         self.plan = FailurePlan()
         owner = OwnerLabel("wakeproxy.test", unique_name("owner"))
-        clients = []
-
-        def client_factory(**options):
-            client = docker.APIClient(**options)
-            clients.append(client)
-            # the first client is the one operations use; the event thread's own are left alone
-            return FailingClient(client, self.plan) if len(clients) == 1 else client
-
-        runtime = DockerRuntime(reactor, DOCKER_URL, owner, client_factory=client_factory, **kw)
+        runtime = DockerRuntime(reactor, DOCKER_URL, owner, client_factory=failing_operations(self.plan), **kw)
         runtime.startService()
         self.addCleanup(self._cleanup, runtime)
         return runtime
@@ -443,10 +482,6 @@ class DockerRuntimeTests(RuntimeConformanceMixin, TestCase):
         remove_containers(self.client, *self.names)
         runtime.stopService()
         self.client.close()
-
-    def setUp(self):
-        RuntimeConformanceMixin.setUp(self)
-        return self.runtime.ready()
 
     def spec(self, name, **kw):
         self.names.append(name)
@@ -471,11 +506,7 @@ class DockerRuntimeTests(RuntimeConformanceMixin, TestCase):
         self.plan.add(SDK_METHODS[op], sdk_error(kind), after=after, times=times)
 
     def engine_has(self, name):
-        try:
-            self.client.inspect_container(name)
-        except docker.errors.NotFound:
-            return False
-        return True
+        return found(self.client.inspect_container, name)
 
     @defer.inlineCallbacks
     def test_reconnect_sweeps_leftovers(self):
@@ -509,7 +540,101 @@ class DockerRuntimeTests(RuntimeConformanceMixin, TestCase):
         yield self.runtime.create(self.spec(name))
         yield self.runtime.start(name)
         self.client.kill(name)  # SIGKILL: a PID 1 may not have its SIGTERM handler yet
-        yield self.wait_for(lambda: self.runtime.get(name).state == "exited", timeout=3)
+        yield self.wait_for(lambda: self.runtime.get(name).state == "exited", timeout=self.converge_timeout)
+
+
+@pytest.mark.docker
+class SwarmRuntimeTests(RuntimeConformanceMixin, TestCase):
+    """The Swarm runtime on a single-node swarm of a private engine (the machine's is never put in swarm mode)."""
+
+    timeout = 180
+    supports_pause = False
+    converge_timeout = 30
+    swarm = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.swarm = PrivateSwarm().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.swarm is not None:
+            cls.swarm.remove()
+
+    def make_runtime(self, **kw):
+        self.client = self.swarm.client
+        self.names = getattr(self, "names", [])
+        self.plan = FailurePlan()
+        owner = OwnerLabel("wakeproxy.test", unique_name("owner"))
+        runtime = SwarmRuntime(reactor, self.swarm.url, owner, client_factory=failing_operations(self.plan), **kw)
+        runtime.startService()
+        self.addCleanup(self._cleanup, runtime)
+        return runtime
+
+    def _cleanup(self, runtime):
+        self.swarm.remove_services(*self.names)
+        runtime.stopService()
+
+    def spec(self, name, **kw):
+        self.names.append(name)
+        kw.setdefault("image", MOCK_IMAGE)
+        port = free_port()
+        labels = dict(kw.pop("labels", {}), **{"wakeproxy.port": str(port)})
+        return CreateSpec(name=name, network="host", labels=labels,
+                          env={"PORT": str(port), "HOST": "127.0.0.1", "IDLE": "0"}, **kw)
+
+    def _service(self, name, labels):
+        self.names.append(name)
+        spec = docker.types.ContainerSpec(MOCK_IMAGE, env=["PORT={}".format(free_port()), "HOST=127.0.0.1"])
+        self.client.create_service(docker.types.TaskTemplate(spec, networks=["host"]), name=name, labels=labels,
+                                   mode=docker.types.ServiceMode("replicated", replicas=0))
+
+    def create_foreign(self, name):
+        self._service(name, {"other": "x"})
+
+    def create_managed_by_hand(self, name):
+        self._service(name, {self.runtime.owner.key: self.runtime.owner.value})
+
+    def start_behind_our_back(self, name):
+        service = self.client.inspect_service(name)
+        self.client.update_service(service["ID"], service["Version"]["Index"], fetch_current_spec=True,
+                                   mode=docker.types.ServiceMode("replicated", replicas=1))
+
+    def inject(self, op, kind, after=False, times=1):
+        self.plan.add(SWARM_SDK_METHODS[op], sdk_error(kind), after=after, times=times)
+
+    def engine_has(self, name):
+        return found(self.client.inspect_service, name)
+
+    @defer.inlineCallbacks
+    def test_awake_service_has_a_direct_address(self):
+        """A running host-network service is reached at 127.0.0.1:<wakeproxy.port>, and answers there."""
+        name = unique_name()
+        spec = self.spec(name)
+        yield self.runtime.create(spec)
+        yield self.runtime.start(name)
+        container = self.runtime.get(name)
+        self.assertEqual(container.network_mode, "host")
+        self.assertEqual(direct_address(container), ("127.0.0.1", int(spec.labels["wakeproxy.port"])))
+        # its container runs: the app answers there once it listens
+        yield self.wait_for(lambda: can_connect(int(spec.labels["wakeproxy.port"])), timeout=self.converge_timeout)
+        status = yield deferToThread(lambda: requests.get("http://127.0.0.1:{}/status".format(
+            spec.labels["wakeproxy.port"]), timeout=5).status_code)
+        self.assertEqual(status, 200)
+        yield self.runtime.stop(name, 5)
+        self.assertEqual(self.runtime.get(name).state, "exited")
+        self.assertEqual(self.client.inspect_service(name)["Spec"]["Mode"]["Replicated"]["Replicas"], 0)
+
+    @defer.inlineCallbacks
+    def test_reconnect_resyncs(self):
+        """A service scaled while the event stream was down is seen after the reconnect's resync."""
+        name = unique_name()
+        yield self.runtime.create(self.spec(name))
+        connections = self.runtime.connections
+        self.runtime._stream.close()  # as when the engine restarts
+        self.start_behind_our_back(name)
+        yield self.wait_for(lambda: self.runtime.connections > connections, timeout=10)
+        yield self.wait_for(lambda: self.runtime.get(name).state == "running", timeout=30)
 
 
 class SummaryParsingTests(TestCase):

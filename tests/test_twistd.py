@@ -40,7 +40,7 @@ class UsageTests(SynchronousTestCase):
                        "[default: tcp:8000]", "[default: wakeproxy.managed=true]", "--access", "--access-key",
                        "--access-cookie", "[default: wakeproxy_access]", "--access-ttl", "[default: 12h]",
                        "--forward-auth-headers", "--forward-auth-cache", "--metrics-auth", "--allow-port",
-                       "--allow-router-rules", "--router-labels"):
+                       "--allow-router-rules", "--router-labels", "--runtime", "[default: docker]"):
             self.assertIn(option, " ".join(result.stdout.split()))
 
     def test_bad_values_are_one_line_usage_errors(self):
@@ -58,6 +58,7 @@ class UsageTests(SynchronousTestCase):
             (["--access", "signed"], "--access-key"),
             (["--access-key", "/nonexistent.keys"], "--access-key"),
             (["--allow-port", "99999"], "--allow-port"),
+            (["--runtime", "kubernetes"], "--runtime"),
         ]
         for args, expected in cases:
             result = _twistd(*args)

@@ -57,6 +57,7 @@ class RuntimeSettings:
     docker_url: str = "unix:///var/run/docker.sock"
     owner: OwnerLabel = OwnerLabel()
     threads: int = 8
+    kind: str = "docker"  # --runtime: docker (containers) or swarm (services)
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def from_options(options: Mapping[str, Any]) -> Settings:
         docker_url=options["docker-url"] if options["docker-url"] is not None
         else os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
         owner=_parsed(parse_owner_label, options, "owner-label"),
-        threads=_positive(options, "docker-threads"))
+        threads=_positive(options, "docker-threads"), kind=options.get("runtime", "docker"))
     proxy = _proxy(options)
     api = _api(options)
     return Settings(runtime=runtime, proxy=proxy, waking=waking, api=api, access=_access(options),

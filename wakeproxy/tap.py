@@ -21,11 +21,17 @@ from twisted.web.server import Site
 
 from wakeproxy.api.deployspec import CreatePolicy
 from wakeproxy.http.access import COOKIE as ACCESS_COOKIE
-from wakeproxy.settings import AccessSettings, Settings, from_options, parse_port_range
+from wakeproxy.settings import AccessSettings, RuntimeSettings, Settings, from_options, parse_port_range
 
 __all__ = ["Options", "create_policy", "makeService"]
 
 log = Logger()
+
+
+def _runtime_kind(value: str) -> str:
+    if value not in ("docker", "swarm"):
+        raise ValueError("--runtime must be 'docker' or 'swarm', got {!r}".format(value))
+    return value
 
 
 class Options(usage.Options):
@@ -36,6 +42,8 @@ class Options(usage.Options):
     optParameters = [
         ["api-listen", None, "tcp:8008:interface=127.0.0.1",
          "Endpoint for the deploy API (localhost only unless told otherwise)."],
+        ["runtime", None, "docker", "Where instances live: 'docker' (containers) or 'swarm' (Swarm services, "
+         "asleep at 0 replicas; --docker-url names a manager node).", _runtime_kind],
         ["docker-url", None, None,
          "Docker engine URL [default: $DOCKER_HOST, else unix:///var/run/docker.sock]."],
         ["owner-label", None, "wakeproxy.managed=true",
@@ -181,7 +189,6 @@ def makeService(options: Options, reactor=None) -> MultiService:
     from wakeproxy.http.upstreampool import UpstreamPool, upstream_from_url
     from wakeproxy.metrics import process_registry
     from wakeproxy.proxy import ProxyService
-    from wakeproxy.runtime.docker import DockerRuntime
     from wakeproxy.waking.idle import IdleStopper
     from wakeproxy.waking.readiness import Prober, ReadinessPlan
     from wakeproxy.waking.waker import Waker
@@ -193,8 +200,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         log.warn("--access open: ANYONE who can reach the proxy listener can wake and use ANY instance by naming "
                  "it; give --access-key FILE (signed access tokens) or --access forward-auth:URL")
     top = MultiService()
-    runtime = DockerRuntime(reactor, settings.runtime.docker_url, settings.runtime.owner,
-                            max_threads=settings.runtime.threads)
+    runtime = make_runtime(settings.runtime, reactor, stop_grace=waking.stop_timeout)
     runtime.setServiceParent(top)
     metrics = process_registry()
     policy = create_policy(settings)  # tenants' ports: the same at create (the API) and at wake
@@ -280,6 +286,16 @@ def _gate(access: AccessSettings, reactor, tls_policy, runtime):
         return ForwardAuthGate(access.forward_auth_url, agent, reactor, copy_headers=access.forward_auth_headers,
                                cache_seconds=access.forward_auth_cache)
     return None
+
+
+def make_runtime(settings: RuntimeSettings, reactor, stop_grace: float):
+    """The runtime --runtime names, on the engine at --docker-url, managing what carries the owner label."""
+    if settings.kind == "swarm":
+        from wakeproxy.runtime.swarm import SwarmRuntime
+        return SwarmRuntime(reactor, settings.docker_url, settings.owner, max_threads=settings.threads,
+                            stop_grace=stop_grace)
+    from wakeproxy.runtime.docker import DockerRuntime
+    return DockerRuntime(reactor, settings.docker_url, settings.owner, max_threads=settings.threads)
 
 
 def _repeated_signals_wait(drain_timeout: float) -> None:

@@ -2,8 +2,8 @@
 """
 The Docker implementation of L{IContainerRuntime}, on the blocking C{docker} SDK.
 
-Blocking calls run on a dedicated, bounded thread pool (never the reactor's, which DNS uses). One thread
-reads the engine's event stream for managed containers and hands snapshots to the reactor with
+The shared half (L{wakeproxy.runtime.engine}): blocking calls run on a dedicated, bounded thread pool
+(never the reactor's, which DNS uses). One thread reads the engine's event stream for managed containers and hands snapshots to the reactor with
 C{callFromThread}; it resyncs with a list after subscribing, so nothing is missed at start or after a
 reconnect (the stream survives a C{dockerd} restart). Every operation re-checks ownership against the
 engine (inspect by name, owner label) and then acts on the container id, never on a name that may have
@@ -17,45 +17,26 @@ on every (re)connect and periodically (see L{wakeproxy.runtime.interface}).
 
 from __future__ import annotations
 
-import http.client
 import math
 import re
-import threading
-import time
-import uuid
 from dataclasses import replace
-from datetime import datetime
 from typing import Any, Callable, Mapping, Optional
 
 import docker
 import docker.errors
-import requests.exceptions
-import urllib3.exceptions
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from wakeproxy.runtime.engine import EngineRuntime
+from wakeproxy.runtime.engineerrors import created_seconds, runtime_failure
 from wakeproxy.runtime.interface import (
     CREATING,
-    LEFTOVER_GRACE,
-    CachedReads,
     Container,
     CreateSpec,
-    EngineFailure,
-    EngineUnavailable,
     IContainerRuntime,
-    NameInUse,
-    NoSuchImage,
     NoSuchInstance,
-    OwnerLabel,
-    RuntimeFailure,
-    SnapshotCache,
     WrongState,
-    is_leftover,
 )
 
 __all__ = ["DockerRuntime", "container_from_inspect", "container_from_summary", "default_docker_url",
@@ -67,60 +48,6 @@ _STATE_ACTIONS = frozenset({
 })
 _HEALTH_RE = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 _EXIT_RE = re.compile(r"^Exited \((-?\d+)\)")
-#: Attempts at removing a container whose create did not complete, and the first pause between them.
-_ROLLBACK_ATTEMPTS = 4
-_ROLLBACK_PAUSE = 0.1
-#: What the transport under the SDK raises: requests, urllib3, http.client and socket errors.
-_TRANSPORT_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
-                     OSError)
-#: (urllib3's NewConnectionError, a refused connection, is one of its TimeoutErrors: not for us.)
-_TIMEOUTS = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
-
-
-def runtime_failure(error: BaseException) -> RuntimeFailure:
-    """
-    The L{RuntimeFailure} that an exception out of the Docker SDK means; its message is safe to show
-    (the original, with socket paths and addresses, is for the log). Not-found answers are
-    L{NoSuchInstance}, conflicts L{WrongState}, the engine's 5xx L{EngineFailure}, transport errors and
-    timeouts L{EngineUnavailable}, anything else an L{EngineFailure}.
-    """
-    if isinstance(error, RuntimeFailure):
-        return error
-    # APIError is also an OSError and a requests error: look at it first.
-    if isinstance(error, docker.errors.ImageNotFound):
-        return NoSuchImage(_explain(error))
-    if isinstance(error, docker.errors.APIError):
-        status = error.status_code or 0
-        if status == 404:
-            return NoSuchInstance(_explain(error))
-        if status == 409:
-            return WrongState(_explain(error))
-        if status >= 500 or status == 0:
-            # The engine's own explanation may name its paths and addresses: it goes to the log only.
-            return EngineFailure("the Docker engine failed ({})".format(status or "no status"))
-        return RuntimeFailure(_explain(error))
-    kind = type(error).__name__
-    if isinstance(error, _TIMEOUTS) and not isinstance(error, urllib3.exceptions.NewConnectionError):
-        return EngineUnavailable("the Docker engine did not answer in time ({})".format(kind), timed_out=True)
-    if isinstance(error, _TRANSPORT_ERRORS):
-        return EngineUnavailable("the connection to the Docker engine failed ({})".format(kind))
-    if isinstance(error, docker.errors.DockerException):
-        return EngineFailure("the Docker client failed ({})".format(kind))
-    return EngineFailure("the Docker engine call failed unexpectedly ({})".format(kind))
-
-
-def _created(value: Any) -> int:
-    """Unix seconds from a summary's C{Created} (a number) or an inspect's (RFC 3339, nanoseconds); 0 if neither."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(datetime.fromisoformat(value).timestamp())
-        except ValueError:
-            return 0
-    return 0
-
-
 def default_docker_url(environ: Mapping[str, str]) -> str:
     """C{DOCKER_HOST} if set, else the local unix socket."""
     return environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
@@ -148,7 +75,7 @@ def container_from_inspect(data: Mapping[str, Any]) -> Container:
         network_mode=(data.get("HostConfig") or {}).get("NetworkMode") or "default",
         networks=_networks(data.get("NetworkSettings")),
         exit_code=int(state.get("ExitCode") or 0),
-        created=_created(data.get("Created")),
+        created=created_seconds(data.get("Created")),
         creating=creating,
     )
 
@@ -171,121 +98,36 @@ def container_from_summary(data: Mapping[str, Any]) -> Container:
         network_mode=(data.get("HostConfig") or {}).get("NetworkMode") or "default",
         networks=_networks(data.get("NetworkSettings")),
         exit_code=int(exited.group(1)) if exited else 0,
-        created=_created(data.get("Created")),
+        created=created_seconds(data.get("Created")),
         creating=creating,
     )
 
 
 @implementer(IContainerRuntime)
-class DockerRuntime(CachedReads, Service):
+class DockerRuntime(EngineRuntime):
     """
-    Managed containers of one Docker engine. Start it as a service (it owns a thread pool and the event
-    thread); stopping it closes the event stream and the pool.
-
-    C{leftover_grace}: age after which a marked container never started is a leftover (default: twice
-    C{api_timeout}, at least L{LEFTOVER_GRACE}); C{sweep_interval}: seconds between sweeps (None: only on
-    (re)connect).
+    Managed containers of one Docker engine (see L{EngineRuntime} for the service, the pool, the event
+    thread and the sweep of leftovers).
     """
 
     log = Logger()
-
-    def __init__(self, reactor, base_url: str, owner: OwnerLabel = OwnerLabel(), max_threads: int = 8,
-                 client_factory: Callable[..., docker.APIClient] = docker.APIClient,
-                 api_timeout: float = 60.0, leftover_grace: Optional[float] = None,
-                 sweep_interval: Optional[float] = 60.0):
-        self.owner = owner
-        self.leftover_grace = max(LEFTOVER_GRACE, 2 * api_timeout) if leftover_grace is None else leftover_grace
-        self._sweeper: Optional[LoopingCall] = None
-        self._sweep_interval = sweep_interval
-        self._reactor = reactor
-        self._base_url = base_url
-        self._client_factory = client_factory
-        self._api_timeout = api_timeout
-        self._cache = SnapshotCache()
-        self._pool = ThreadPool(minthreads=0, maxthreads=max_threads, name="wakeproxy-docker")
-        self._client: Optional[docker.APIClient] = None
-        self._stopping = threading.Event()
-        self._stream = None
-        self._events_thread: Optional[threading.Thread] = None
-        self._ready_waiters: list[Deferred] = []
-        self._is_ready = False
-        #: how many times the event stream (re)connected, for tests and metrics.
-        self.connections = 0
-
-    # Service
-
-    def startService(self) -> None:
-        Service.startService(self)
-        self._stopping.clear()
-        self._client = self._new_client()
-        self._pool.start()
-        self._events_thread = threading.Thread(target=self._read_events, name="wakeproxy-docker-events",
-                                               daemon=True)
-        self._events_thread.start()
-        if self._sweep_interval:
-            self._sweeper = LoopingCall(self._periodic_sweep)
-            self._sweeper.clock = self._reactor
-            self._sweeper.start(self._sweep_interval, now=False)
-
-    def stopService(self) -> None:
-        Service.stopService(self)
-        self._stopping.set()
-        if self._sweeper is not None and self._sweeper.running:
-            self._sweeper.stop()
-        stream = self._stream
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception:
-                self.log.debug("closing the event stream raised; it is going away anyway")
-        if self._events_thread is not None:
-            self._events_thread.join(1.0)
-        self._pool.stop()
-        if self._client is not None:
-            self._client.close()
-
-    # IContainerRuntime: reads
-
-    def ready(self) -> Deferred:
-        if self._is_ready:
-            return succeed(None)
-        # A waiter that gives up (timeout, client gone) leaves the list, so the first sync fires only live ones.
-        d = Deferred(lambda d: self._ready_waiters.remove(d) if d in self._ready_waiters else None)
-        self._ready_waiters.append(d)
-        return d
+    kind = "docker"
 
     # IContainerRuntime: operations
 
     def create(self, spec: CreateSpec) -> Deferred:
-        token = uuid.uuid4().hex
+        def create(client: docker.APIClient, labels: dict[str, str]) -> Container:
+            created = client.create_container(
+                image=spec.image, name=spec.name, hostname=spec.name,
+                environment=["{}={}".format(k, v) for k, v in spec.env.items()],
+                labels=labels, command=list(spec.command) if spec.command else None,
+                healthcheck=dict(spec.healthcheck) if spec.healthcheck else None,
+                host_config=client.create_host_config(network_mode=spec.network or None, init=spec.init or None),
+            )
+            return container_from_inspect(client.inspect_container(created["Id"]))
 
-        def create(client: docker.APIClient) -> Container:
-            labels = dict(spec.labels)
-            labels[CREATING] = token
-            labels[self.owner.key] = self.owner.value
-            host_config = client.create_host_config(network_mode=spec.network or None, init=spec.init or None)
-            try:
-                created = client.create_container(
-                    image=spec.image, name=spec.name, hostname=spec.name,
-                    environment=["{}={}".format(k, v) for k, v in spec.env.items()],
-                    labels=labels, command=list(spec.command) if spec.command else None,
-                    healthcheck=dict(spec.healthcheck) if spec.healthcheck else None,
-                    host_config=host_config,
-                )
-                return container_from_inspect(client.inspect_container(created["Id"]))
-            except docker.errors.ImageNotFound:
-                raise NoSuchImage("no such image: {}".format(spec.image))
-            except docker.errors.APIError as e:
-                if e.status_code == 409:
-                    raise NameInUse("the name {!r} is already in use".format(spec.name))
-                self._roll_back(client, spec.name, token, e)
-                raise
-            except Exception as e:
-                # A timeout or a reset may hide a container the engine did create: remove it, if it is ours.
-                self._roll_back(client, spec.name, token, e)
-                raise
-
-        return self._call(create).addCallback(self._store)
+        return self._call(lambda client: self._create_marked(
+            client, spec.name, spec.image, spec.labels, lambda labels: create(client, labels))).addCallback(self._store)
 
     def start(self, name: str) -> Deferred:
         def start(client: docker.APIClient, cid: str, current: Container) -> None:
@@ -315,110 +157,28 @@ class DockerRuntime(CachedReads, Service):
         d.addCallback(lambda _: self._cache.drop(name))
         return d
 
-    def pull(self, image: str) -> Deferred:
-        def pull(client: docker.APIClient) -> None:
-            # A pull answers 200 and reports errors inside its progress stream, so read it all.
-            try:
-                for progress in client.pull(image, stream=True, decode=True):
-                    if isinstance(progress, dict) and progress.get("error"):
-                        raise NoSuchImage("could not pull {}: {}".format(image, progress["error"]))
-                client.inspect_image(image)
-            except docker.errors.APIError as e:
-                raise NoSuchImage("could not pull {}: {}".format(image, _explain(e)))
+    # internals: what the shared half asks for
 
-        return self._call(pull)
+    def _event_filters(self) -> Mapping[str, Any]:
+        return {"type": "container", "label": [str(self.owner)]}
 
-    def sweep_leftovers(self, grace: Optional[float] = None) -> Deferred:
-        grace = self.leftover_grace if grace is None else grace
-        return self._call(lambda client: self._sweep(client, grace))
+    def _list(self, client: docker.APIClient, leftovers_only: bool = False) -> list[Container]:
+        filters: dict[str, Any] = {"label": [str(self.owner)]}
+        if leftovers_only:
+            filters = {"label": [str(self.owner), CREATING], "status": "created"}
+        return [container_from_summary(s) for s in client.containers(all=True, filters=filters)]
+
+    def _find_own(self, client: docker.APIClient, name: str, token: str) -> Optional[str]:
+        data = client.inspect_container(name)
+        if ((data.get("Config") or {}).get("Labels") or {}).get(CREATING) != token:
+            return None
+        return data["Id"]
+
+    def _remove_own(self, client: docker.APIClient, ident: str, force: bool) -> bool:
+        client.remove_container(ident, v=True, force=force)
+        return True
 
     # internals: operations
-
-    def _new_client(self) -> docker.APIClient:
-        return self._client_factory(base_url=self._base_url, version="auto", timeout=self._api_timeout)
-
-    def _call(self, f: Callable[[docker.APIClient], Any]) -> Deferred:
-        client = self._client
-
-        def run() -> Any:
-            try:
-                return f(client)
-            except Exception as e:
-                failure = runtime_failure(e)
-                if failure is e:
-                    raise
-                if isinstance(failure, EngineFailure):
-                    self._log_engine_error(e, failure)
-                raise failure from e
-
-        return deferToThreadPool(self._reactor, self._pool, run)
-
-    def _log_engine_error(self, error: Exception, failure: RuntimeFailure) -> None:
-        if isinstance(error, (docker.errors.DockerException,) + _TRANSPORT_ERRORS):
-            self.log.warn("docker: {error} ({kind}); answered as {answer}", error=str(error) or repr(error),
-                          kind=type(error).__name__, answer=type(failure).__name__)
-        else:
-            self.log.failure("docker: unexpected error; answered as {answer}", answer=type(failure).__name__)
-
-    def _roll_back(self, client: docker.APIClient, name: str, token: str, why: Exception, attempt: int = 1) -> None:
-        """
-        Remove the container C{name} if the create with C{token} made it (one of that name made by someone
-        else stays). The first attempt runs before the create answers; while the engine times out, the
-        next ones run on the pool after a growing pause, so that the answer does not wait for them. When
-        the engine is gone, the sweep of leftovers removes it later.
-        """
-        try:
-            try:
-                data = client.inspect_container(name)
-            except docker.errors.NotFound:
-                return
-            if ((data.get("Config") or {}).get("Labels") or {}).get(CREATING) != token:
-                return
-            client.remove_container(data["Id"], v=True, force=True)
-            self.log.info("removed {instance}: its create failed ({why})", instance=name,
-                          why=str(runtime_failure(why)))
-        except docker.errors.NotFound:
-            return
-        except Exception as e:
-            failure = runtime_failure(e)
-            timed_out = isinstance(failure, EngineUnavailable) and failure.timed_out
-            if attempt >= _ROLLBACK_ATTEMPTS or not timed_out or self._stopping.is_set():
-                self.log.warn("could not make sure the failed create of {instance} left nothing ({error}); the "
-                              "sweep of leftovers will", instance=name, error=str(e) or type(e).__name__)
-                return
-            pause = _ROLLBACK_PAUSE * 2 ** (attempt - 1)
-            self._pool.callInThread(self._roll_back_later, pause, client, name, token, why, attempt + 1)
-
-    def _roll_back_later(self, pause: float, *args: Any) -> None:
-        if not self._stopping.wait(pause):
-            self._roll_back(*args)
-
-    def _sweep(self, client: docker.APIClient, grace: float) -> list[str]:
-        """Remove leftovers (see L{is_leftover}) without force: one started meanwhile stays. Runs in a thread."""
-        summaries = client.containers(all=True, filters={"label": [str(self.owner), CREATING], "status": "created"})
-        now = time.time()
-        removed = []
-        for container in (container_from_summary(s) for s in summaries):
-            if not is_leftover(container, self.owner, now, grace):
-                continue
-            try:
-                client.remove_container(container.id, v=True)
-            except docker.errors.NotFound:
-                continue
-            except docker.errors.APIError as e:
-                if e.status_code == 409:
-                    continue
-                raise
-            self.log.warn("removed {instance}: a create that did not finish left it in 'created'",
-                          instance=container.name)
-            self._reactor.callFromThread(self._cache.drop_id, container.id)
-            removed.append(container.name)
-        return removed
-
-    def _periodic_sweep(self) -> Deferred:
-        d = self.sweep_leftovers()
-        d.addErrback(lambda f: self.log.warn("sweeping leftovers failed: {why}", why=f.getErrorMessage()))
-        return d
 
     def _act(self, name: str, f: Callable[[docker.APIClient, str, Container], Any],
              inspect_after: bool = True) -> Deferred:
@@ -446,59 +206,7 @@ class DockerRuntime(CachedReads, Service):
             raise NoSuchInstance("no managed container named {!r}".format(name))
         return current
 
-    def _store(self, container: Container) -> Container:
-        self._cache.put(container)
-        return container
-
     # internals: the event thread
-
-    def _read_events(self) -> None:
-        backoff = 0.05
-        while not self._stopping.is_set():
-            client = None
-            try:
-                client = self._new_client()
-                stream = client.events(decode=True, filters={"type": "container", "label": [str(self.owner)]})
-                self._stream = stream
-                if self._stopping.is_set():
-                    break
-                self._resync(client)
-                self.connections += 1
-                backoff = 0.05
-                for event in stream:
-                    if self._stopping.is_set():
-                        break
-                    self._on_event(client, event)
-                if not self._stopping.is_set():
-                    self.log.warn("docker event stream ended; reconnecting")
-            except Exception as e:
-                if self._stopping.is_set():
-                    break
-                self.log.warn("docker event stream failed ({error}); retrying in {delay:.2f}s",
-                              error=str(e) or type(e).__name__, delay=backoff)
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
-            finally:
-                self._stream = None
-                if client is not None:
-                    client.close()
-
-    def _resync(self, client: docker.APIClient) -> None:
-        try:
-            self._sweep(client, self.leftover_grace)
-        except Exception as e:
-            self.log.warn("sweeping leftovers failed: {error}", error=str(e) or type(e).__name__)
-        summaries = client.containers(all=True, filters={"label": [str(self.owner)]})
-        snapshots = [container_from_summary(s) for s in summaries]
-        self._reactor.callFromThread(self._replace_all, snapshots)
-
-    def _replace_all(self, snapshots: list[Container]) -> None:
-        self._cache.replace_all(snapshots)
-        if not self._is_ready:
-            self._is_ready = True
-            waiters, self._ready_waiters = self._ready_waiters, []
-            for d in waiters:
-                d.callback(None)
 
     def _on_event(self, client: docker.APIClient, event: Mapping[str, Any]) -> None:
         action = event.get("Action") or event.get("status") or ""
@@ -535,10 +243,3 @@ def _transition(op: str, before: str) -> Callable[[docker.APIClient, str, Contai
         getattr(client, op)(cid)
 
     return transition
-
-
-def _explain(error: docker.errors.APIError) -> str:
-    explanation = getattr(error, "explanation", None)
-    if isinstance(explanation, bytes):
-        explanation = explanation.decode("utf-8", "replace")
-    return str(explanation or error)

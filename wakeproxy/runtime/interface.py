@@ -47,6 +47,7 @@ __all__ = [
     "NameInUse",
     "NoSuchImage",
     "NoSuchInstance",
+    "NotSupported",
     "CREATING",
     "EngineFailure",
     "EngineUnavailable",
@@ -104,6 +105,13 @@ class WrongState(RuntimeFailure):
     """The container is not in a state that allows the operation (removing a running one, pausing a stopped one)."""
 
     status = 409
+
+
+class NotSupported(WrongState):
+    """
+    The runtime cannot do this to any instance (Swarm services cannot be paused: they sleep at 0
+    replicas). A conflict like L{WrongState}: no state of the instance allows it.
+    """
 
 
 class EngineFailure(RuntimeFailure):
