@@ -22,9 +22,9 @@ from twisted.web.server import Site
 
 from tests.support import check_problem
 from tests.test_deployspec import BAD_BODIES, SEED_BODY_ACCEPTED, TABLE_MAX_BODY, TABLE_NAME, assert_table_problem
-from wakeproxy.api import deployspec
+from wakeproxy.api import deployspec, jsonbody
 from wakeproxy.api.resources import api_resource, openapi_document
-from wakeproxy.api.auth import hash_password
+from wakeproxy.api.hashes import hash_password
 from wakeproxy.runtime.memory import MemoryRuntime
 from wakeproxy.waking.readiness import ReadinessPlan
 from wakeproxy.runtime.interface import RuntimeFailure
@@ -301,11 +301,11 @@ class AuthTests(_Case):
 
     def test_every_failure_costs_one_slow_hash(self):
         """Finding 7: a legacy (unsalted sha256) entry costs a scrypt too, so timing does not single it out."""
-        from wakeproxy.api import auth
+        from wakeproxy.api import hashes
 
         calls = []
-        real = auth.hashlib.scrypt
-        self.patch(auth.hashlib, "scrypt", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+        real = hashes.hashlib.scrypt
+        self.patch(hashes.hashlib, "scrypt", lambda *a, **kw: calls.append(1) or real(*a, **kw))
         api = _API(self)
         for user, status in ((("foo", "wrong"), 401), (("alice", "wrong"), 401), (("nobody", "x"), 401), (FOO, 200),
                              (ALICE, 200)):
@@ -635,7 +635,7 @@ class OpenAPITests(SynchronousTestCase):
         self.assertEqual(properties["labels"]["propertyNames"]["pattern"], "^" + deployspec._LABEL_KEY_RE.pattern + "$")
         self.assertEqual(properties["envs"]["propertyNames"]["pattern"], "^" + deployspec._ENV_NAME_RE.pattern + "$")
         for key in ("labels", "envs"):
-            self.assertEqual(properties[key]["maxProperties"], deployspec.MAX_ENTRIES)
+            self.assertEqual(properties[key]["maxProperties"], jsonbody.MAX_ENTRIES)
         self.assertEqual(Options()["name-pattern"], deployspec.DEFAULT_NAME_PATTERN)
 
     def test_instance_schema_lists_the_document_keys(self):

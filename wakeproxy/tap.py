@@ -172,7 +172,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     """
     if reactor is None:
         from twisted.internet import reactor
-    from wakeproxy.api.auth import is_trusted
+    from wakeproxy.trustedproxies import is_trusted
     from wakeproxy.api.bodylimit import limited_request
     from wakeproxy.api.resources import api_resource
     from wakeproxy.http.accesslog import AccessLog
