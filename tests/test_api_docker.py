@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.dockerapp import Instances
 from tests.support import MOCK_IMAGE, Twistd, check_problem, docker_client, free_port, remove_containers, unique_name
 from tests.test_deployspec import BAD_BODIES, SEED_BODY, SEED_BODY_ACCEPTED, TABLE_MAX_BODY, TABLE_NAME, assert_table_problem
-from wakeproxy.api.auth import hash_password
+from wakeproxy.api.hashes import hash_password
 
 pytestmark = pytest.mark.docker
 

@@ -22,13 +22,14 @@ from twisted.web.server import Site
 
 from tests.support import check_problem
 from tests.test_deployspec import BAD_BODIES, SEED_BODY_ACCEPTED, TABLE_MAX_BODY, TABLE_NAME, assert_table_problem
-from wakeproxy.api import deployspec
+from wakeproxy.api import deployspec, jsonbody
 from wakeproxy.api.resources import api_resource, openapi_document
-from wakeproxy.api.auth import hash_password
+from wakeproxy.api.hashes import hash_password
 from wakeproxy.runtime.memory import MemoryRuntime
 from wakeproxy.waking.readiness import ReadinessPlan
 from wakeproxy.runtime.interface import RuntimeFailure
 from wakeproxy.tap import Options, create_policy
+from wakeproxy.waking.idle import IdleStopper
 from wakeproxy.waking.waker import Waker
 
 FOO = ("foo", "bar")  # the old spawner's example user, with its unsalted sha256 hash
@@ -108,9 +109,11 @@ class _API:
         self.waker = Waker(self.clock, self.runtime, ReadinessPlan(self.clock, self.prober),
                            wake_timeout=settings.waking.wake_timeout)
         case.addCleanup(self.waker.stop)
+        self.idle = IdleStopper(self.clock, self.runtime, self.waker, settings.waking.idle_timeout)
         self.site = Site(api_resource(settings.api, self.runtime, self.waker, self.clock, create_policy(settings),
                                       access=settings.access, trusted_proxies=settings.trusted_proxies,
-                                      stop_timeout=settings.waking.stop_timeout), reactor=self.clock)
+                                      stop_timeout=settings.waking.stop_timeout, activity=self.idle.activity),
+                         reactor=self.clock)
         self.token = None
         self.tokens = {}  # user name -> token, for tests that switch users
 
@@ -301,11 +304,11 @@ class AuthTests(_Case):
 
     def test_every_failure_costs_one_slow_hash(self):
         """Finding 7: a legacy (unsalted sha256) entry costs a scrypt too, so timing does not single it out."""
-        from wakeproxy.api import auth
+        from wakeproxy.api import hashes
 
         calls = []
-        real = auth.hashlib.scrypt
-        self.patch(auth.hashlib, "scrypt", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+        real = hashes.hashlib.scrypt
+        self.patch(hashes.hashlib, "scrypt", lambda *a, **kw: calls.append(1) or real(*a, **kw))
         api = _API(self)
         for user, status in ((("foo", "wrong"), 401), (("alice", "wrong"), 401), (("nobody", "x"), 401), (FOO, 200),
                              (ALICE, 200)):
@@ -385,7 +388,8 @@ class DeployTests(_Case):
             "name": "m1", "id": container.id, "image": "mock-app:latest", "labels": labels,
             "state": "running", "health": "none", "owner": "foo",
             "ContainerID": container.id, "ContainerName": "m1", "ContainerLabels": labels,
-            "ContainerImage": "mock-app:latest", "status": "running"})
+            "ContainerImage": "mock-app:latest", "status": "running",
+            "activity": dict(self.api.waker.describe("m1"), idle_deadline=15 * 60.0)})
         self.assertEqual((self.runtime.calls["create"], self.runtime.calls["start"]), (1, 1))
 
     def test_collection_with_and_without_slash_never_redirects(self):
@@ -396,6 +400,21 @@ class DeployTests(_Case):
             self.assertEqual(response.status, 200)
             self.assertEqual([i["ContainerName"] for i in response.json()["instances"]], ["m1", "m2"])
         self.assertEqual(self.api.request("GET", "/deploy/m1/").json()["name"], "m1")
+
+    def test_documents_show_activity_and_idle_deadline(self):
+        """The waker's activity and the idle stopper's deadline (label, else --idle-timeout), as makeService wires them."""
+        self.runtime.add_managed("m1", labels=FOOS, state="running")
+        self.runtime.add_managed("m2", labels=dict(FOOS, **{"wakeproxy.idle-timeout": "1m"}), state="running")
+        self.api.clock.advance(100)
+        for name in ("m1", "m2"):
+            self.api.waker.exchange_began(name)
+            self.api.waker.exchange_ended(name)
+        busy = self.api.request("GET", "/deploy/m1").json()["activity"]
+        self.assertEqual((busy["inflight"], busy["last_activity"], busy["idle_deadline"]), (0, 100, 100 + 15 * 60))
+        self.assertEqual(self.api.request("GET", "/deploy/m2").json()["activity"]["idle_deadline"], 160)
+        self.api.waker.exchange_began("m1")
+        busy = self.api.request("GET", "/deploy").json()["instances"][0]["activity"]
+        self.assertEqual((busy["inflight"], busy["idle_deadline"]), (1, None))
 
     def test_list_shows_only_managed_instances(self):
         self.runtime.add_foreign("other")
@@ -635,7 +654,7 @@ class OpenAPITests(SynchronousTestCase):
         self.assertEqual(properties["labels"]["propertyNames"]["pattern"], "^" + deployspec._LABEL_KEY_RE.pattern + "$")
         self.assertEqual(properties["envs"]["propertyNames"]["pattern"], "^" + deployspec._ENV_NAME_RE.pattern + "$")
         for key in ("labels", "envs"):
-            self.assertEqual(properties[key]["maxProperties"], deployspec.MAX_ENTRIES)
+            self.assertEqual(properties[key]["maxProperties"], jsonbody.MAX_ENTRIES)
         self.assertEqual(Options()["name-pattern"], deployspec.DEFAULT_NAME_PATTERN)
 
     def test_instance_schema_lists_the_document_keys(self):

@@ -1,4 +1,5 @@
-"""Password hashes, the passwd file and its CLI, tokens and the login rate limit (wakeproxy.api.auth, .passwd)."""
+"""Password hashes, the passwd file and its CLI, tokens, the login rate limit and trusted proxies (wakeproxy.api.hashes,
+.passwd, .tokens, .loginlimit; wakeproxy.trustedproxies)."""
 
 import base64
 import hashlib
@@ -14,19 +15,12 @@ from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.api import auth, passwd
-from wakeproxy.api.auth import (
-    Account,
-    LoginLimiter,
-    PasswdFile,
-    TokenStore,
-    client_address,
-    hash_password,
-    is_legacy_hash,
-    parse_passwd,
-    verify_password,
-    verify_user,
-)
+from wakeproxy.api import hashes, passwd
+from wakeproxy.api.hashes import hash_password, is_legacy_hash, verify_password, verify_user
+from wakeproxy.api.loginlimit import LoginLimiter
+from wakeproxy.api.passwd import Account, PasswdFile, parse_passwd
+from wakeproxy.api.tokens import TokenStore
+from wakeproxy.trustedproxies import client_address
 
 
 def _temp_path(case, name: str = "passwd.txt") -> str:
@@ -47,7 +41,7 @@ class HashTests(SynchronousTestCase):
     def test_salted_scrypt_round_trip(self):
         stored = hash_password("correct horse")
         kind, n, r, p, salt, digest = stored.split("$")
-        self.assertEqual((kind, n, r, p), ("scrypt", str(auth.SCRYPT_N), str(auth.SCRYPT_R), str(auth.SCRYPT_P)))
+        self.assertEqual((kind, n, r, p), ("scrypt", str(hashes.SCRYPT_N), str(hashes.SCRYPT_R), str(hashes.SCRYPT_P)))
         self.assertEqual(len(base64.urlsafe_b64decode(salt + "==")), 16)
         self.assertNotIn(",", stored)  # the passwd file splits on commas
         self.assertTrue(verify_password(stored, "correct horse"))
@@ -65,7 +59,7 @@ class HashTests(SynchronousTestCase):
     def test_pbkdf2(self):
         salt = b"0123456789abcdef"
         digest = hashlib.pbkdf2_hmac("sha256", b"pw", salt, 1000)
-        stored = "pbkdf2_sha256$1000${}${}".format(auth._b64(salt), auth._b64(digest))
+        stored = "pbkdf2_sha256$1000${}${}".format(hashes._b64(salt), hashes._b64(digest))
         self.assertTrue(verify_password(stored, "pw"))
         self.assertFalse(verify_password(stored, "pW"))
 
@@ -77,16 +71,16 @@ class HashTests(SynchronousTestCase):
 
     def test_comparisons_are_constant_time(self):
         calls = []
-        real = auth.hmac.compare_digest
-        self.patch(auth.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
+        real = hashes.hmac.compare_digest
+        self.patch(hashes.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
         verify_password(hashlib.sha256(b"bar").hexdigest(), "bar")
         verify_password(hash_password("pw"), "pw")
         self.assertEqual(len(calls), 2)
 
     def test_unknown_users_cost_a_slow_hash_too(self):
         calls = []
-        real = auth.hashlib.scrypt
-        self.patch(auth.hashlib, "scrypt", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+        real = hashes.hashlib.scrypt
+        self.patch(hashes.hashlib, "scrypt", lambda *a, **kw: calls.append(1) or real(*a, **kw))
         self.assertFalse(verify_user(None, "pw"))
         self.assertEqual(len(calls), 1)
 
@@ -94,18 +88,18 @@ class HashTests(SynchronousTestCase):
         """Finding 7: the old unsalted sha256 entries were told apart by timing (1 ms against 38 ms)."""
         legacy = hashlib.sha256(b"bar").hexdigest()
         salt = b"0123456789abcdef"
-        pbkdf2 = "pbkdf2_sha256$1000${}${}".format(auth._b64(salt), auth._b64(hashlib.pbkdf2_hmac("sha256", b"pw", salt, 1000)))
-        cheap_scrypt = "scrypt$1024$8$1${}${}".format(auth._b64(salt), auth._b64(
+        pbkdf2 = "pbkdf2_sha256$1000${}${}".format(hashes._b64(salt), hashes._b64(hashlib.pbkdf2_hmac("sha256", b"pw", salt, 1000)))
+        cheap_scrypt = "scrypt$1024$8$1${}${}".format(hashes._b64(salt), hashes._b64(
             hashlib.scrypt(b"pw", salt=salt, n=1024, r=8, p=1, dklen=32)))
         standard = hash_password("pw")
         cases = [(None, "pw", False), (legacy, "bar", True), (legacy, "baz", False), (pbkdf2, "pw", True),
                  (pbkdf2, "pX", False), (cheap_scrypt, "pw", True), (standard, "pw", True), (standard, "px", False)]
-        real = auth.hashlib.scrypt
+        real = hashes.hashlib.scrypt
         for stored, password, expected in cases:
             costs = []
-            self.patch(auth.hashlib, "scrypt", lambda *a, **kw: costs.append(kw["n"]) or real(*a, **kw))
+            self.patch(hashes.hashlib, "scrypt", lambda *a, **kw: costs.append(kw["n"]) or real(*a, **kw))
             self.assertEqual(verify_user(stored, password), expected, stored)
-            self.assertIn(auth.SCRYPT_N, costs, stored)
+            self.assertIn(hashes.SCRYPT_N, costs, stored)
 
     def test_legacy_entries_cost_what_salted_ones_do(self):
         """
@@ -113,8 +107,6 @@ class HashTests(SynchronousTestCase):
         scrypt, unknown user), so timing cannot tell them apart. Counted, not timed: wall-clock ratios
         flake on a loaded machine.
         """
-        from wakeproxy.api import auth
-
         real, costs = hashlib.scrypt, []
 
         def counting(secret, **kwargs):
@@ -122,8 +114,8 @@ class HashTests(SynchronousTestCase):
             return real(secret, **kwargs)
 
         legacy, salted = hashlib.sha256(b"bar").hexdigest(), hash_password("bar")
-        self.patch(auth.hashlib, "scrypt", counting)
-        standard = (auth.SCRYPT_N, auth.SCRYPT_R, auth.SCRYPT_P)
+        self.patch(hashes.hashlib, "scrypt", counting)
+        standard = (hashes.SCRYPT_N, hashes.SCRYPT_R, hashes.SCRYPT_P)
         for stored, password, expected in ((legacy, "wrong", False), (legacy, "bar", True),
                                            (salted, "wrong", False), (salted, "bar", True), (None, "bar", False)):
             del costs[:]

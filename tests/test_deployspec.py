@@ -8,7 +8,8 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.api.deployspec import BodyError, CreatePolicy, check_deploy, check_login, parse_json
+from wakeproxy.api.deployspec import CreatePolicy, check_deploy
+from wakeproxy.api.jsonbody import BodyError, check_login, parse_json
 from wakeproxy.runtime.interface import CreateSpec, OwnerLabel
 
 #: the policy the table is written for: that of a wakeproxy run with --allow-image 'mock-app:*' (no

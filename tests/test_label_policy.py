@@ -12,7 +12,8 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.api.deployspec import BodyError, CreatePolicy, check_deploy
+from wakeproxy.api.deployspec import CreatePolicy, check_deploy
+from wakeproxy.api.jsonbody import BodyError
 from wakeproxy.waking.idle import IdleStopper
 from wakeproxy.waking.labels import DEPENDS_ON, GROUP, HEALTH_CHECK, IDLE_TIMEOUT, OWNER, PORT, port_allowed
 from wakeproxy.runtime.memory import MemoryRuntime

@@ -30,7 +30,7 @@ from tests.support import DOCKER_URL, MOCK_IMAGE, free_port, remove_containers, 
 from tests.test_api_docker import ALICE, FOO, _passwd_file, _Server
 from tests.test_mock_home import csrf_of
 from wakeproxy.http.access import AccessKeys
-from wakeproxy.api.auth import hash_password
+from wakeproxy.api.hashes import hash_password
 
 pytestmark = pytest.mark.docker
 

@@ -180,17 +180,20 @@ def from_options(options: Mapping[str, Any]) -> Settings:
     The settings the parsed options (a C{usage.Options}, or any mapping of option names to their raw
     values) describe; L{usage.UsageError}, one sentence naming the option, for any value that is wrong.
     """
-    waking = _waking(options)
-    runtime = RuntimeSettings(
-        docker_url=options["docker-url"] if options["docker-url"] is not None
-        else os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
-        owner=_parsed(parse_owner_label, options, "owner-label"),
-        threads=_positive(options, "docker-threads"), kind=options.get("runtime", "docker"))
+    waking = _waking(options)  # in the order the options were checked before there were settings
+    runtime = _runtime(options)
     proxy = _proxy(options)
     api = _api(options)
     return Settings(runtime=runtime, proxy=proxy, waking=waking, api=api, access=_access(options),
                     allow_ports=tuple(options["allow-port"]) or tuple(DEFAULT_ALLOW_PORTS),
                     trusted_proxies=tuple(options["trusted-proxy"]))
+
+
+def _runtime(o: Mapping[str, Any]) -> RuntimeSettings:
+    docker_url = o["docker-url"] if o["docker-url"] is not None else (
+        os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+    return RuntimeSettings(docker_url=docker_url, owner=_parsed(parse_owner_label, o, "owner-label"),
+                           threads=_positive(o, "docker-threads"), kind=o.get("runtime", "docker"))
 
 
 def _waking(o: Mapping[str, Any]) -> WakingSettings:

@@ -2,9 +2,12 @@
 """
 C{twistd wakeproxy}: command-line options and the service tree.
 
-makeService returns a MultiService holding, in start order: the container runtime (thread pool and
-event stream), then one listening endpoint service per C{--listen} (proxied traffic) and per
-C{--api-listen} (deploy API). Stopping it reverses that order.
+L{Options} declares every option (name, default, help); its C{postOptions} checks them and keeps what they
+mean as frozen L{wakeproxy.settings.Settings}. L{makeService} is the one place that builds the parts, each
+from plain values of those settings, and returns a MultiService holding, in start order: the container
+runtime (thread pool and event stream), the idle stopper, the proxy listener's lifetime
+(L{wakeproxy.proxy.ProxyService}), then one listening endpoint service per C{--listen} (proxied traffic)
+and the C{--api-listen} one (deploy API). Stopping it reverses that order.
 """
 
 import ipaddress
@@ -180,7 +183,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     """
     if reactor is None:
         from twisted.internet import reactor
-    from wakeproxy.api.auth import is_trusted
+    from wakeproxy.trustedproxies import is_trusted
     from wakeproxy.api.bodylimit import limited_request
     from wakeproxy.api.resources import api_resource
     from wakeproxy.http.accesslog import AccessLog

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_deployspec -*-
 """
-What the deploy API accepts, as pure functions: JSON bodies, the old spawner's deploy body turned into a
-L{CreateSpec}, and the create policy (allowed images, networks, names, and labels that may not claim
+What the deploy API may create, as pure functions: the old spawner's deploy body turned into a
+L{CreateSpec} (read with L{wakeproxy.api.jsonbody}), under the create policy (allowed images, networks, names, and labels that may not claim
 another instance's routes nor wakeproxy's ownership).
 
 The deploy body is the seed's C{{"name", "network", "image", "labels", "envs"}}, with lower-case keys
@@ -16,7 +16,6 @@ C{policy.check(doc, owner=user, lookup=runtime.get)}.
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -39,30 +38,32 @@ from wakeproxy.waking.labels import (
     router_rule,
     traefik_label_problem,
 )
-from wakeproxy.runtime.interface import CREATING, CreateSpec, OwnerLabel
+from wakeproxy.api.jsonbody import (
+    BodyError,
+    FieldError,
+    quote,
+    raise_errors,
+    string_field,
+    string_map,
+    unknown_keys,
+)
 from wakeproxy.http.selector import valid_instance_name
+from wakeproxy.runtime.interface import CREATING, CreateSpec, OwnerLabel
 
 __all__ = [
-    "BodyError",
     "CreatePolicy",
-    "FieldError",
+    "DEFAULT_NAME_PATTERN",
+    "DEPLOY_KEYS",
     "check_deploy",
-    "check_login",
     "label_errors",
-    "parse_json",
     "router_labels",
     "router_rule",
 ]
 
 DEFAULT_NAME_PATTERN = "^[a-z0-9][a-z0-9-]{0,62}$"
 DEPLOY_KEYS = ("name", "network", "image", "labels", "envs", "init")
-LOGIN_KEYS = ("username", "password")
-MAX_ENTRIES = 64
-MAX_KEY = 256
-MAX_VALUE = 4096
 MAX_IMAGE = 255
 MAX_NETWORK = 128
-MAX_LOGIN_FIELD = 1024
 #: Keys (and key prefixes) nobody may set through the API, whatever --owner-label says: wakeproxy's marks.
 RESERVED_OWNER_KEYS = ("wakeproxy.managed", OWNER, CREATING)
 _GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -80,27 +81,6 @@ _IMAGE_RE = re.compile(
     r"(?:{domain}/)?{path}(?:/{path})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
     r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{{32,}})?".format(
         domain=_DOMAIN, path=_PATH_COMPONENT))
-
-
-@dataclass(frozen=True)
-class FieldError:
-    """One thing wrong with a body: where (C{labels.x}, or C{""} for the whole body) and what."""
-
-    field: str
-    detail: str
-
-    def as_dict(self) -> dict:
-        return {"field": self.field, "detail": self.detail}
-
-
-class BodyError(Exception):
-    """A body that is not usable JSON (400), or a usable one with wrong fields (422)."""
-
-    def __init__(self, status: int, detail: str, errors: Sequence[FieldError] = ()):
-        Exception.__init__(self, detail)
-        self.status = status
-        self.detail = detail
-        self.errors = list(errors)
 
 
 @dataclass(frozen=True)
@@ -129,57 +109,6 @@ class CreatePolicy:
         return check_deploy(doc, self, owner, lookup)
 
 
-class _DuplicateKey(ValueError):
-    def __init__(self, key: str):
-        ValueError.__init__(self, key)
-        self.key = key
-
-
-def _no_duplicates(pairs):
-    result = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str):
-    raise ValueError("{} is not JSON".format(name))
-
-
-def parse_json(raw: bytes) -> Any:
-    """The JSON value in C{raw} (UTF-8), or L{BodyError}: 400 when unreadable, 422 for duplicate keys."""
-    if not raw.strip():
-        raise BodyError(400, "the body is empty: send a JSON object")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BodyError(400, "the body is not UTF-8 (byte {})".format(e.start))
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except _DuplicateKey as e:
-        raise BodyError(422, "duplicate key {} in the body".format(_quote(e.key)),
-                        [FieldError(e.key, "given more than once")])
-    except json.JSONDecodeError as e:
-        raise BodyError(400, "malformed JSON: {} at line {} column {}".format(e.msg, e.lineno, e.colno))
-    except RecursionError:
-        raise BodyError(400, "malformed JSON: nested too deeply")
-    except ValueError as e:
-        raise BodyError(400, "malformed JSON: {}".format(e))
-
-
-def check_login(doc: Any) -> tuple[str, str]:
-    """C{(username, password)} from a login body, or L{BodyError} (422) naming what is wrong."""
-    errors = _unknown_keys(doc, LOGIN_KEYS)
-    values = {}
-    if isinstance(doc, dict):
-        for key in LOGIN_KEYS:
-            values[key] = _string(doc, key, errors, required=True, limit=MAX_LOGIN_FIELD)
-    _raise(errors)
-    return values["username"], values["password"]
-
-
 def check_deploy(doc: Any, policy: CreatePolicy, owner: Optional[str] = None,
                  lookup: Optional[Lookup] = None) -> CreateSpec:
     """
@@ -190,38 +119,38 @@ def check_deploy(doc: Any, policy: CreatePolicy, owner: Optional[str] = None,
     it, no dependency can be accepted). With C{policy.router_labels} the spec also carries the
     instance's Traefik router labels, written by wakeproxy.
     """
-    errors = _unknown_keys(doc, DEPLOY_KEYS)
+    errors = unknown_keys(doc, DEPLOY_KEYS)
     if not isinstance(doc, dict):
-        _raise(errors)
-    name = _string(doc, "name", errors, required=True, limit=128)
+        raise_errors(errors)
+    name = string_field(doc, "name", errors, required=True, limit=128)
     if name is not None:
         if len(name) < 2 or not valid_instance_name(name):
             errors.append(FieldError("name", "{} is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]+: "
-                                             "2 to 128 characters)".format(_quote(name))))
+                                             "2 to 128 characters)".format(quote(name))))
         elif re.search(policy.name_pattern, name) is None:
             errors.append(FieldError("name", "{} does not match --name-pattern {}".format(
-                _quote(name), policy.name_pattern)))
-    image = _string(doc, "image", errors, required=True, limit=MAX_IMAGE)
+                quote(name), policy.name_pattern)))
+    image = string_field(doc, "image", errors, required=True, limit=MAX_IMAGE)
     if image is not None:
         errors.extend(_image_errors(image, policy))
-    network = _string(doc, "network", errors, required=False, limit=MAX_NETWORK)
+    network = string_field(doc, "network", errors, required=False, limit=MAX_NETWORK)
     if network is not None:
         if _NETWORK_RE.fullmatch(network) is None:
             errors.append(FieldError("network", "{} is not a network name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)".format(
-                _quote(network))))
+                quote(network))))
         elif network == "host" and not policy.allow_host_network:
             errors.append(FieldError("network", "network 'host' is refused unless wakeproxy runs with "
                                                 "--allow-host-network"))
-    labels = _string_map(doc, "labels", errors, _LABEL_KEY_RE, "a label key (no space, '=' or control "
+    labels = string_map(doc, "labels", errors, _LABEL_KEY_RE, "a label key (no space, '=' or control "
                                                               "character)")
-    envs = _string_map(doc, "envs", errors, _ENV_NAME_RE, "an environment variable name "
+    envs = string_map(doc, "envs", errors, _ENV_NAME_RE, "an environment variable name "
                                                           "([A-Za-z_][A-Za-z0-9_]*)")
     if labels is not None and name is not None:
         errors.extend(label_errors(labels, name, policy, network, owner, lookup))
     init = doc.get("init", True)
     if not isinstance(init, bool):
         errors.append(FieldError("init", "must be true or false (Docker's init process as PID 1; default true)"))
-    _raise(errors)
+    raise_errors(errors)
     labels = dict(labels or {})
     if policy.router_labels:
         try:
@@ -257,18 +186,18 @@ def label_errors(labels: dict[str, str], name: str, policy: CreatePolicy, networ
         folded = key.casefold()
         if folded in reserved or any(folded.startswith(k) for k in RESERVED_OWNER_KEYS):
             errors.append(FieldError(where, "{} marks the containers wakeproxy owns; wakeproxy sets it "
-                                            "itself".format(_quote(key))))
+                                            "itself".format(quote(key))))
         elif key.split(".", 1)[0].casefold() == "traefik":
             problem = traefik_label_problem(key, value, name, policy.allow_router_rules, policy.router_labels)
             if problem is not None:
                 errors.append(FieldError(where, problem))
         elif key == ROUTER and not instance_owns(value, name):
             errors.append(FieldError(where, "instance {} may only name its own router ({!r} or starting with "
-                                            "{!r}), not {}".format(name, name, name + "-", _quote(value))))
+                                            "{!r}), not {}".format(name, name, name + "-", quote(value))))
         elif key == PORT:
             if not (value.isdigit() and value.isascii() and 0 < int(value) < 65536):
                 errors.append(FieldError(where, "{} must be a port number (1-65535), not {}".format(
-                    PORT, _quote(value))))
+                    PORT, quote(value))))
             else:
                 problem = port_problem(int(value), network == "host", policy.allow_ports, policy.forbidden_ports)
                 if problem is not None:
@@ -276,12 +205,12 @@ def label_errors(labels: dict[str, str], name: str, policy: CreatePolicy, networ
         elif key in (HEALTH_CHECK, SEED_HEALTH_CHECK):
             problem = health_check_problem(value)
             if problem is not None:
-                errors.append(FieldError(where, "{} {}, not {}".format(key, problem, _quote(value))))
+                errors.append(FieldError(where, "{} {}, not {}".format(key, problem, quote(value))))
         elif key == DEPENDS_ON:
             errors.extend(FieldError(where, e) for e in _dependency_errors(value, name, owner, lookup))
         elif key == GROUP and _GROUP_RE.fullmatch(value) is None:
             errors.append(FieldError(where, "{} must be a group name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 128), "
-                                            "not {}".format(GROUP, _quote(value))))
+                                            "not {}".format(GROUP, quote(value))))
     return errors
 
 
@@ -298,108 +227,21 @@ def _dependency_errors(value: str, name: str, owner: Optional[str], lookup: Opti
         if other is None or owner_of(other) != owner:
             # Missing and someone else's are answered alike: the answer tells no one which names exist.
             errors.append("{} is not one of your instances: an instance may only depend on instances of the same "
-                          "owner, created before it".format(_quote(other_name)))
+                          "owner, created before it".format(quote(other_name)))
     return errors
 
 
 def _image_errors(image: str, policy: CreatePolicy) -> list[FieldError]:
     if _IMAGE_RE.fullmatch(image) is None or _HEX64_RE.fullmatch(image.split(":", 1)[0]):
         return [FieldError("image", "{} is not an image reference like 'name:tag' (lower-case name)".format(
-            _quote(image)))]
+            quote(image)))]
     if policy.allowed_images:
         candidates = [image]
         if "@" not in image and ":" not in image.rsplit("/", 1)[-1]:
             candidates.append(image + ":latest")
         if not any(fnmatch.fnmatchcase(c, glob) for c in candidates for glob in policy.allowed_images):
             return [FieldError("image", "image {} is not allowed here (--allow-image {})".format(
-                _quote(image), " ".join(policy.allowed_images)))]
+                quote(image), " ".join(policy.allowed_images)))]
     return []
 
 
-def _unknown_keys(doc: Any, known: Sequence[str]) -> list[FieldError]:
-    if not isinstance(doc, dict):
-        return [FieldError("", "the body must be a JSON object with the keys {}, not {}".format(
-            ", ".join(known), _kind(doc)))]
-    errors = []
-    for key in doc:
-        if key in known:
-            continue
-        hint = " (keys are lower case: {!r})".format(key.lower()) if key.lower() in known else ""
-        errors.append(FieldError(key, "unknown key {}{}; the keys are {}".format(_quote(key), hint, ", ".join(known))))
-    return errors
-
-
-def _string(doc: dict, key: str, errors: list, required: bool, limit: int) -> Optional[str]:
-    if key not in doc:
-        if required:
-            errors.append(FieldError(key, "{} is required".format(key)))
-        return None
-    value = doc[key]
-    if not isinstance(value, str):
-        errors.append(FieldError(key, "{} must be a string, not {}".format(key, _kind(value))))
-        return None
-    problem = _text_problem(value, limit) or ("may not be empty" if not value else None)
-    if problem:
-        errors.append(FieldError(key, "{} {}".format(key, problem)))
-        return None
-    return value
-
-
-def _string_map(doc: dict, key: str, errors: list, key_re, key_kind: str) -> Optional[dict[str, str]]:
-    if key not in doc:
-        return {}
-    value = doc[key]
-    if not isinstance(value, dict):
-        errors.append(FieldError(key, "{} must be an object mapping strings to strings, not {}".format(
-            key, _kind(value))))
-        return None
-    before = len(errors)
-    if len(value) > MAX_ENTRIES:
-        errors.append(FieldError(key, "{} has {} entries; at most {} are allowed".format(key, len(value), MAX_ENTRIES)))
-        return None
-    for k, v in value.items():
-        where = "{}.{}".format(key, k[:MAX_KEY])
-        problem = _text_problem(k, MAX_KEY)
-        if problem:
-            errors.append(FieldError(where, "the key {} {}".format(_quote(k), problem)))
-        elif key_re.fullmatch(k) is None:
-            errors.append(FieldError(where, "{} is not {}".format(_quote(k), key_kind)))
-        if not isinstance(v, str):
-            errors.append(FieldError(where, "{} must map to a string, not {}".format(_quote(k), _kind(v))))
-            continue
-        problem = _text_problem(v, MAX_VALUE)
-        if problem:
-            errors.append(FieldError(where, "the value of {} {}".format(_quote(k), problem)))
-    return value if len(errors) == before else None
-
-
-def _text_problem(text: str, limit: int) -> Optional[str]:
-    if len(text) > limit:
-        return "is longer than {} characters".format(limit)
-    if "\x00" in text:
-        return "contains a NUL character"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "is not valid Unicode (a lone surrogate)"
-    return None
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
-            dict: "an object"}.get(type(value), type(value).__name__)
-
-
-def _quote(text: str, limit: int = 64) -> str:
-    shown = text if len(text) <= limit else text[:limit] + "..."
-    return json.dumps(shown)
-
-
-def _raise(errors: list[FieldError]) -> None:
-    if errors:
-        detail = "; ".join(e.detail for e in errors[:10])
-        if len(errors) > 10:
-            detail += "; and {} more".format(len(errors) - 10)
-        raise BodyError(422, detail, errors)

@@ -12,8 +12,7 @@ like a name that does not exist (L{not_found}), so names do not leak.
 Engine errors: nothing stays in C{created}. A create that fails is undone by the runtime (its creating
 mark, then its sweep of leftovers); a start that fails after the create is undone here: the container is
 removed, the removal retried on the clock (L{ROLLBACK_DELAYS}) until it succeeds or the engine is gone.
-A L{RuntimeFailure} is answered with its C{status} (an engine that cannot be reached or does not answer in
-time: 503 with Retry-After); a transport error that no runtime wrapped is a 503 too, never a 500.
+Other engine errors are answered by L{wakeproxy.api.enginefailures}.
 """
 
 from __future__ import annotations
@@ -23,14 +22,16 @@ from dataclasses import replace
 from typing import Callable, Optional
 from urllib.parse import quote
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from wakeproxy.api.auth import User
-from wakeproxy.api.deployspec import BodyError, CreatePolicy, check_deploy, parse_json
-from wakeproxy.api.reply import Reply
+from wakeproxy.api.deployspec import CreatePolicy, check_deploy
+from wakeproxy.api.enginefailures import ENGINE_RETRY_AFTER, answer_engine_failure, engine_unavailable, engine_why
+from wakeproxy.api.jsonbody import BodyError, parse_json
+from wakeproxy.api.reply import Reply, crashed, not_found
 from wakeproxy.runtime.interface import (
     Container,
     CreateSpec,
@@ -43,20 +44,15 @@ from wakeproxy.runtime.interface import (
 )
 from wakeproxy.waking.waker import WakeFailure
 
-__all__ = ["OWNER", "ROLLBACK_DELAYS", "InstanceOperations", "instance_document", "may_see", "not_found"]
+__all__ = ["OWNER", "ROLLBACK_DELAYS", "InstanceOperations", "instance_document", "may_see"]
 
-log = Logger()
 
 #: the label naming the deploy API user who created an instance.
 OWNER = "wakeproxy.owner"
 #: seconds between the attempts to remove a container whose create failed (after a first, immediate one).
 ROLLBACK_DELAYS = (1, 2, 4, 8, 16, 32, 64, 128)
-#: Retry-After (seconds) for an engine that could not be reached, when the error does not say.
-ENGINE_RETRY_AFTER = 5
 
 _FLAGS = {"": True, "1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-#: modules whose exceptions are the engine's transport failing (a runtime should have wrapped them).
-_TRANSPORT_MODULES = ("requests", "urllib3", "docker", "http", "socket", "ssl")
 
 
 def instance_document(container: Container, activity: Optional[dict] = None) -> dict:
@@ -92,43 +88,9 @@ def may_see(user: User, container: Optional[Container]) -> bool:
     return user.admin or container.labels.get(OWNER) == user.name
 
 
-def not_found(reply: Reply, name: Optional[str]) -> None:
-    """The one answer for a name that does not exist, is not managed, or is someone else's."""
-    reply.problem(404, "no managed instance named {}".format(json.dumps((name or "?")[:128])))
-
-
-def crashed(failure: Failure, reply: Reply) -> None:
-    """The last errback of every chain: a bug, logged with its traceback and answered 500."""
-    if failure.check(CancelledError) and reply.gone:
-        return
-    log.failure("deploy API: {method} {path} failed", failure, method=reply.request.method.decode("latin-1"),
-                path=reply.request.path.decode("latin-1")[:200])
-    reply.problem(500, "wakeproxy failed unexpectedly; its log says why")
-
-
-def engine_unavailable(error: BaseException) -> Optional[int]:
-    """
-    Seconds to wait when C{error} means the engine could not be reached or did not answer in time (a
-    L{RuntimeFailure} carrying C{retry_after}, or a transport error no runtime wrapped); else None.
-    """
-    retry_after = getattr(error, "retry_after", None)
-    if isinstance(error, RuntimeFailure):
-        if retry_after is not None:
-            return max(1, int(retry_after))
-        return ENGINE_RETRY_AFTER if getattr(error, "status", 502) == 503 else None
-    if isinstance(error, (OSError, TimeoutError)) or type(error).__module__.split(".")[0] in _TRANSPORT_MODULES:
-        return ENGINE_RETRY_AFTER
-    return None
-
-
-def _why(error: BaseException) -> str:
-    """What an API client may read of an engine error: a runtime's message, never a transport's internals."""
-    if isinstance(error, RuntimeFailure):
-        return str(error)
-    return "the Docker engine could not be reached or did not answer in time"
-
-
 class InstanceOperations:
+    """The operations of the deploy API on instances; each answers its L{Reply}."""
+
     log = Logger()
 
     def __init__(self, runtime: IContainerRuntime, waker, policy: CreatePolicy, stop_timeout: float = 10.0,
@@ -246,8 +208,8 @@ class InstanceOperations:
         elif removal is None:
             after = "so it was removed again"
         else:
-            after = "and removing it failed too ({}); wakeproxy keeps trying".format(_why(removal))
-        detail = "instance {} {} ({}), {}".format(name, what, _why(error), after)
+            after = "and removing it failed too ({}); wakeproxy keeps trying".format(engine_why(removal))
+        detail = "instance {} {} ({}), {}".format(name, what, engine_why(error), after)
         if retry_after is not None:
             reply.problem(503, detail, retry_after=retry_after)
         elif what.startswith("could not"):
@@ -263,7 +225,7 @@ class InstanceOperations:
         removes it once the engine is back); the name stays busy meanwhile.
         """
         self.log.warn("deploy API: {instance} could not be started ({why}); removing it", instance=name,
-                      why=_why(error) if isinstance(error, RuntimeFailure) else repr(error))
+                      why=engine_why(error) if isinstance(error, RuntimeFailure) else repr(error))
         first: Deferred = Deferred()
         done = Deferred.fromCoroutine(self._removal(name, user, first))
         done.addErrback(self._removal_crashed, name, first)
@@ -295,10 +257,10 @@ class InstanceOperations:
                     if isinstance(e, EngineUnavailable) and not e.timed_out:
                         self.log.warn("deploy API: could not remove {instance} after its start failed: the engine "
                                       "is gone ({why}); the sweep of leftovers removes it once it is back",
-                                      instance=name, why=_why(e))
+                                      instance=name, why=engine_why(e))
                         return
                     self.log.warn("deploy API: removing {instance} after its start failed failed (attempt "
-                                  "{attempt}): {why}", instance=name, attempt=attempt + 1, why=_why(e))
+                                  "{attempt}): {why}", instance=name, attempt=attempt + 1, why=engine_why(e))
                     continue
                 if attempt:
                     self.log.info("deploy API: removed {instance} after {attempts} attempts", instance=name,
@@ -325,7 +287,7 @@ class InstanceOperations:
         container = self.runtime.get(name)
         d = self.runtime.unpause(name) if container.state == "paused" else self.runtime.start(name)
         d.addCallback(lambda _: self._show(reply, name))
-        d.addErrback(self._failed, reply, name)
+        d.addErrback(answer_engine_failure, reply, name)
 
     def _ready(self, report, reply: Reply, name: str) -> None:
         headers = {}
@@ -341,7 +303,7 @@ class InstanceOperations:
         d = self.waker.halt(name, self.stop_timeout)
         d.addCallback(lambda _: self.log.info("deploy API: {user} stopped {instance}", user=user.name, instance=name))
         d.addCallback(lambda _: self._show(reply, name))
-        d.addErrback(self._failed, reply, name)
+        d.addErrback(answer_engine_failure, reply, name)
 
     def delete(self, reply: Reply, user: User, name: str) -> None:
         raw = reply.query("force")
@@ -362,7 +324,7 @@ class InstanceOperations:
                     return
             await self.runtime.remove(name, force=force)
         except Exception:
-            self._failed(Failure(), reply, name)
+            answer_engine_failure(Failure(), reply, name)
             return
         self.log.info("deploy API: {user} removed {instance}", user=user.name, instance=name)
         reply.json(200, {"result": "ok", "name": name})
@@ -395,20 +357,3 @@ class InstanceOperations:
             reply.problem(404, "no managed instance named {} (it was removed meanwhile)".format(json.dumps(name)))
         else:
             reply.json(status, instance_document(container, self.activity(container)), headers)
-
-    def _failed(self, failure: Failure, reply: Reply, name: str) -> None:
-        error = failure.value
-        retry_after = engine_unavailable(error)
-        if failure.check(NoSuchInstance):
-            not_found(reply, name)
-        elif retry_after is not None:
-            if not isinstance(error, RuntimeFailure):
-                self.log.failure("deploy API: the engine failed on {instance}", failure, instance=name)
-            reply.problem(503, "the Docker engine is not available for instance {} right now ({}); try again".format(
-                name, _why(error)), retry_after=retry_after)
-        elif failure.check(RuntimeFailure):
-            status = getattr(error, "status", 502)
-            status = status if status in (409, 424) else 502
-            reply.problem(status, "the Docker engine failed on instance {}: {}".format(name, error))
-        else:
-            crashed(failure, reply)

@@ -7,12 +7,20 @@ finished after its connection is lost).
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 from urllib.parse import parse_qsl
 
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
 from wakeproxy.answers import for_wake_failure, write_json, write_problem
 
-__all__ = ["Reply"]
+__all__ = ["Reply", "crashed", "not_found"]
+
+log = Logger()
+
 
 class Reply:
     def __init__(self, request):
@@ -63,3 +71,17 @@ class Reply:
         """Answer with the problem for a failed wake (L{for_wake_failure})."""
         problem = for_wake_failure(error)
         self.problem(problem.status, problem.detail, problem.retry_after, **problem.extra)
+
+
+def crashed(failure: Failure, reply: Reply) -> None:
+    """The last errback of every chain: a bug, logged with its traceback and answered 500."""
+    if failure.check(CancelledError) and reply.gone:
+        return
+    log.failure("deploy API: {method} {path} failed", failure, method=reply.request.method.decode("latin-1"),
+                path=reply.request.path.decode("latin-1")[:200])
+    reply.problem(500, "wakeproxy failed unexpectedly; its log says why")
+
+
+def not_found(reply: Reply, name: Optional[str]) -> None:
+    """The one answer for a name that does not exist, is not managed, or is someone else's."""
+    reply.problem(404, "no managed instance named {}".format(json.dumps((name or "?")[:128])))
