@@ -293,14 +293,10 @@ class Handler(demo_http.DemoHandler):
             if existing is not None:
                 return self._redirect("/home")  # a double submit: there is one already
             state.api.create(session.token, state.config.deploy_body(session.user, name))
-        except ApiDown as e:
-            return self._page(502, "Home", dashboard_body(session, None, str(e), unknown=True))
-        except ApiError as e:
-            if e.status == 401:
-                return self._expired(state, session)
-            if e.status == 409:
+        except (ApiDown, ApiError) as e:
+            if isinstance(e, ApiError) and e.status == 409:
                 return self._dashboard(state, session, 409, "Cannot create %s: %s" % (name, e.detail))
-            return self._dashboard(state, session, 502, "The deploy API could not create %s: %s" % (name, e.detail))
+            return self._api_failed(state, session, e, "The deploy API could not create %s" % name)
         self._note = "created " + name
         self._redirect("/home")
 
@@ -321,12 +317,8 @@ class Handler(demo_http.DemoHandler):
         """Set the instance cookie for ``name`` (default: the user's instance) if it is theirs; 303 to /."""
         try:
             instances = state.api.instances(session.token)
-        except ApiDown as e:
-            return self._page(502, "Home", dashboard_body(session, None, str(e), unknown=True))
-        except ApiError as e:
-            if e.status == 401:
-                return self._expired(state, session)
-            return self._dashboard(state, session, 502, "The deploy API refused to list instances: %s" % e.detail)
+        except (ApiDown, ApiError) as e:
+            return self._api_failed(state, session, e, "The deploy API refused to list instances")
         if name is None:
             target = user_instance(instances, session.user)
         else:
@@ -340,21 +332,27 @@ class Handler(demo_http.DemoHandler):
             return self._not_yours(name)
         try:
             access = state.api.access(session.token, target["name"])
-        except ApiDown as e:
-            return self._page(502, "Home", dashboard_body(session, None, str(e), unknown=True))
-        except ApiError as e:
-            if e.status == 401:
-                return self._expired(state, session)
-            if e.status == 404:
+        except (ApiDown, ApiError) as e:
+            if isinstance(e, ApiError) and e.status == 404:
                 return self._not_yours(name)
-            return self._dashboard(state, session, 502, "The deploy API refused access to %s: %s" % (
-                target["name"], e.detail))
+            return self._api_failed(state, session, e, "The deploy API refused access to %s" % target["name"])
         cookies = [("Set-Cookie", self._cookie_header(INSTANCE_COOKIE, target["name"], "/"))]
         if access is not None:  # else wakeproxy runs without access tokens (--access open)
             cookie_name, token, expires = access
             cookies.append(("Set-Cookie", self._cookie_header(cookie_name, token, "/",
                                                               max_age=max(1, expires - int(time.time())))))
         self._redirect("/", cookies)
+
+    def _api_failed(self, state, session, error, refused):
+        """
+        A deploy API call for a signed-in user failed: unreachable (502, the instance unknown), the token
+        expired (401: sign in again), or refused (502 on the dashboard: C{refused} and the API's detail).
+        """
+        if isinstance(error, ApiDown):
+            return self._page(502, "Home", dashboard_body(session, None, str(error), unknown=True))
+        if error.status == 401:
+            return self._expired(state, session)
+        return self._dashboard(state, session, 502, "%s: %s" % (refused, error.detail))
 
     def _not_yours(self, name):
         what = "that instance" if name is None else "the instance %s" % name
