@@ -7,6 +7,11 @@ setup(
     version="0.1.0",
     description="Scale-to-zero front door for Docker containers: holds, wakes and replays requests.",
     python_requires=">=3.11",
+    # package_dir {"": "."} (the flat layout said explicitly) makes a plain `pip install -e .` put the project
+    # root on sys.path (a static .pth), as editable_mode=compat does: Twisted finds plugins by scanning
+    # sys.path for twisted/plugins/ directories, so the import-hook finder setuptools uses otherwise hides
+    # the dropin from `twistd`.
+    package_dir={"": "."},
     packages=["wakeproxy", "wakeproxy.api", "wakeproxy.http", "wakeproxy.runtime", "wakeproxy.waking", "twisted.plugins"],
     package_data={"twisted": ["plugins/wakeproxy_plugin.py"], "wakeproxy.api": ["openapi.json"]},
     install_requires=[

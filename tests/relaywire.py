@@ -1,5 +1,5 @@
 """
-What the relay's wire-level tests share (L{tests.test_relay}):
+What the relay's wire-level tests share (L{tests.test_relay}, L{tests.test_relay_flow}):
 
   - L{World}: the relay as the proxy listener builds it (L{Dispatcher}, L{UpstreamPool}, L{RelayFactory}) on
     a C{MemoryReactorClock}, with the in-memory runtime and a real L{Waker} whose readiness probes the test
@@ -403,6 +403,21 @@ class World:
         if len(new) != 1:
             raise AssertionError("the relay opened {} upstream connections, not 1".format(len(new)))
         return new[0]
+
+    def tunnel(self, upgrade: bytes, switching: bytes) -> tuple:
+        """
+        A new client sends the C{upgrade} request, the upstream answers C{switching} (a 101): return
+        C{(client, upstream)} with what each received so far cleared.
+        """
+        client = self.client()
+        client.send(upgrade)
+        upstream = self.upstream()
+        upstream.send(switching)
+        if not client.received().startswith(b"HTTP/1.1 101 "):
+            raise AssertionError("no 101 for the client: {!r}".format(client.received()[:200]))
+        client.transport.clear()
+        upstream.transport.clear()
+        return client, upstream
 
     def refuse(self, index: int = -1, reason=None) -> None:
         """The upstream connection attempt C{index} fails."""

@@ -96,7 +96,7 @@ class DirectAddressTests(SynchronousTestCase):
             for word in words + ["minion-7"]:
                 self.assertIn(word, message, "{}: {}".format(case, message))
 
-    def test_addressErrorIsValueError(self):
+    def test_address_error_is_value_error(self):
         self.assertTrue(issubclass(AddressError, ValueError))
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import requests
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import free_port, import_script, start_script
+from mock_home import config, pages
+from tests.support import free_port, start_script
 
 APP_PATH = Path(__file__).resolve().parent.parent / "mock_home" / "app.py"
 TIMEOUT = 10
 
-app = import_script("mock_home_app", APP_PATH)
 
 
 # -- the deploy API test double --------------------------------------------------------------------
@@ -56,7 +56,7 @@ class FakeDeployApi:
     def add_instance(self, name, user=None, state="exited", health=None):
         labels = {"origin": "spawner"}
         if user is not None:
-            labels[app.USER_LABEL] = user
+            labels[config.USER_LABEL] = user
         self.instances[name] = {"name": name, "id": secrets.token_hex(32), "image": "mock-app:latest",
                                 "labels": labels, "state": state, "health": health}
 
@@ -116,7 +116,7 @@ class _FakeApiHandler(BaseHTTPRequestHandler):
             if path.startswith("/deploy/") and path.endswith("/access") and self.command == "POST":
                 name = path[len("/deploy/"):-len("/access")]
                 doc = api.instances.get(name)
-                if doc is None or doc["labels"].get(app.USER_LABEL) != api.tokens[token]:
+                if doc is None or doc["labels"].get(config.USER_LABEL) != api.tokens[token]:
                     return self._problem(404, "no managed instance named %s" % json.dumps(name))
                 if api.access_cookie is None:
                     return self._problem(409, "access tokens are off: wakeproxy runs without --access-key")
@@ -220,14 +220,14 @@ class NamingTests(SynchronousTestCase):
     """The pure parts: instance names and the Traefik rule."""
 
     def test_instance_name(self):
-        self.assertEqual(app.instance_name("foo"), "u-foo")
-        self.assertEqual(app.instance_name("Foo.Bar@Example.com"), "u-foo-bar-example-com")
-        self.assertEqual(app.instance_name("x" * 60), "u-" + "x" * 40)
-        name = app.instance_name("!!!")
+        self.assertEqual(config.instance_name("foo"), "u-foo")
+        self.assertEqual(config.instance_name("Foo.Bar@Example.com"), "u-foo-bar-example-com")
+        self.assertEqual(config.instance_name("x" * 60), "u-" + "x" * 40)
+        name = config.instance_name("!!!")
         self.assertRegex(name, r"^u-[a-z0-9-]+$")
 
     def test_rule_is_anchored(self):
-        rule = app.cookie_router_rule("u-foo")
+        rule = config.cookie_router_rule("u-foo")
         self.assertEqual(rule, "HeadersRegexp(`Cookie`, `(^|;\\s*)instance=u-foo(;|$)`)")
         pattern = re.compile(rule.split("`")[3])
         for cookie in ("instance=u-foo", "a=1; instance=u-foo", "instance=u-foo; b=2"):
@@ -258,7 +258,7 @@ class StateWordsTests(SynchronousTestCase):
 
     def test_state_words(self):
         for (state, health), expected in self.CASES:
-            self.assertEqual(app.state_words(state, health), expected, (state, health))
+            self.assertEqual(pages.state_words(state, health), expected, (state, health))
 
 
 class SiteNameTests(HomeTestCase):
@@ -284,7 +284,7 @@ class SignInTests(HomeTestCase):
         for element in ('id="username"', 'id="password"', 'id="signin"'):
             self.assertIn(element, page.text)
         self.assertNotIn('id="error"', page.text)
-        self.assertNotIn(app.SESSION_COOKIE, set_cookies(page))
+        self.assertNotIn(config.SESSION_COOKIE, set_cookies(page))
         self.assertEqual(self.get(self.client(), "/home/").status_code, 200)
 
     def test_wrong_password(self):
@@ -292,8 +292,8 @@ class SignInTests(HomeTestCase):
         self.assertEqual(response.status_code, 401)
         self.assertIn('id="error"', response.text)
         self.assertIn("Wrong user name or password", element_text(response.text, "error"))
-        self.assertNotIn(app.SESSION_COOKIE, set_cookies(response))
-        self.assertNotIn(app.SESSION_COOKIE, client.cookies)
+        self.assertNotIn(config.SESSION_COOKIE, set_cookies(response))
+        self.assertNotIn(config.SESSION_COOKIE, client.cookies)
         self.assertEqual(self.api.posts("/login")[-1][3], {"username": "foo", "password": "nope"})
 
     def test_the_users_address_goes_to_the_api(self):
@@ -306,7 +306,7 @@ class SignInTests(HomeTestCase):
         client, response = self.sign_in()
         self.assertEqual(response.status_code, 303)
         self.assertEqual(response.headers["Location"], "/home")
-        value, attributes = set_cookies(response)[app.SESSION_COOKIE]
+        value, attributes = set_cookies(response)[config.SESSION_COOKIE]
         self.assertGreaterEqual(len(value), 32)
         self.assertIn("httponly", attributes)
         self.assertEqual(attributes["samesite"], "Lax")
@@ -321,7 +321,7 @@ class SignInTests(HomeTestCase):
 
     def test_secure_behind_https(self):
         _, response = self.sign_in(headers={"X-Forwarded-Proto": "https"})
-        self.assertIn("secure", set_cookies(response)[app.SESSION_COOKIE][1])
+        self.assertIn("secure", set_cookies(response)[config.SESSION_COOKIE][1])
 
     def test_escaped(self):
         _, response = self.sign_in("<script>x</script>", "nope")
@@ -335,7 +335,7 @@ class SignInTests(HomeTestCase):
         response = self.post(client, "/home/login", {"username": "foo", "password": "bar", "csrf": "forged"})
         self.assertEqual(response.status_code, 403)
         self.assertIn('id="error"', response.text)
-        self.assertNotIn(app.SESSION_COOKIE, set_cookies(response))
+        self.assertNotIn(config.SESSION_COOKIE, set_cookies(response))
         self.assertEqual(self.api.posts("/login"), [])
         response = self.post(self.client(), "/home/login", {"username": "foo", "password": "bar"})
         self.assertEqual(response.status_code, 403)
@@ -541,19 +541,19 @@ class LogoutTests(HomeTestCase):
 
     def test_logout(self):
         client = self.signed_in()
-        session_id = client.cookies[app.SESSION_COOKIE]
+        session_id = client.cookies[config.SESSION_COOKIE]
         response = self.post(client, "/home/logout", {"csrf": csrf_of(self.home_page(client), "/home/logout")})
         self.assertEqual(response.status_code, 303)
         self.assertEqual(response.headers["Location"], "/home")
-        value, attributes = set_cookies(response)[app.SESSION_COOKIE]
+        value, attributes = set_cookies(response)[config.SESSION_COOKIE]
         self.assertEqual((value, attributes["max-age"], attributes["path"]), ("", "0", "/home"))
         page = self.get(client, "/home")
         self.assertIn('id="signin"', page.text)
         # The old session id is gone server-side too.
-        replay = self.get(self.client(), "/home", cookies={app.SESSION_COOKIE: session_id})
+        replay = self.get(self.client(), "/home", cookies={config.SESSION_COOKIE: session_id})
         self.assertIn('id="signin"', replay.text)
         self.assertEqual(self.get(self.client(), "/home/u-foo",
-                                  cookies={app.SESSION_COOKIE: session_id}).headers["Location"], "/home")
+                                  cookies={config.SESSION_COOKIE: session_id}).headers["Location"], "/home")
 
     def test_expired_token(self):
         """The API forgot the token (it restarted, or the token expired): sign in again."""
@@ -563,7 +563,7 @@ class LogoutTests(HomeTestCase):
         self.assertEqual(response.status_code, 401)
         self.assertIn("expired", element_text(response.text, "error"))
         self.assertIn('id="signin"', response.text)
-        self.assertEqual(set_cookies(response)[app.SESSION_COOKIE][1]["max-age"], "0")
+        self.assertEqual(set_cookies(response)[config.SESSION_COOKIE][1]["max-age"], "0")
 
 
 class ApiDownTests(SynchronousTestCase):
@@ -579,7 +579,7 @@ class ApiDownTests(SynchronousTestCase):
         self.assertEqual(response.status_code, 502)
         self.assertIn("not reachable", element_text(response.text, "error"))
         self.assertNotIn("Traceback", response.text)
-        self.assertNotIn(app.SESSION_COOKIE, set_cookies(response))
+        self.assertNotIn(config.SESSION_COOKIE, set_cookies(response))
         self.assertEqual(home.proc.poll(), None)
 
     def test_signed_in_then_api_down(self):

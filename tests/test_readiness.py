@@ -60,7 +60,7 @@ def next_delay(clock):
 class PollUntilTests(SynchronousTestCase):
     """Tests for L{poll_until}."""
 
-    def test_firstTrue(self):
+    def test_first_true(self):
         """The loop fires with the attempt count after the first True, and stops."""
         cases = [
             ([True], 1),
@@ -81,13 +81,13 @@ class PollUntilTests(SynchronousTestCase):
             clock.advance(10)
             self.assertEqual(attempt.calls, count, results)
 
-    def test_firstAttemptAtOnce(self):
+    def test_first_attempt_at_once(self):
         """The first attempt is made synchronously, without waiting for the clock."""
         attempt = Attempts(Deferred())
         poll_until(Clock(), attempt)
         self.assertEqual(attempt.calls, 1)
 
-    def test_errorsCountAsFalse(self):
+    def test_errors_count_as_false(self):
         """A failed attempt (refused, timed out, cancelled by itself) counts as False."""
         clock = Clock()
         attempt = Attempts(ConnectionRefusedError(), DeferredTimeoutError(), CancelledError(), ValueError(), True)
@@ -98,7 +98,7 @@ class PollUntilTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), 5)
         self.assertEqual(self.flushLoggedErrors(), [])
 
-    def test_raisingAttemptCountsAsFalse(self):
+    def test_raising_attempt_counts_as_false(self):
         """An attempt that raises counts as False; the error is logged, the loop goes on."""
         clock = Clock()
         calls = []
@@ -115,7 +115,7 @@ class PollUntilTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), 2)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
-    def test_intervalsExact(self):
+    def test_intervals_exact(self):
         """
         C{first} between attempts until C{fast_for} seconds have passed, then C{factor} times longer
         each time, up to C{ceiling} (binary-exact numbers, so the sequence is exact).
@@ -135,7 +135,7 @@ class PollUntilTests(SynchronousTestCase):
         d.cancel()
         self.failureResultOf(d, CancelledError)
 
-    def test_intervalsDefault(self):
+    def test_intervals_default(self):
         """With the defaults: 10 ms for the first 3 s, then 1.5x back-off capped at 250 ms."""
         self.assertEqual((FIRST_INTERVAL, BACKOFF, MAX_INTERVAL, FAST_FOR), (0.010, 1.5, 0.250, 3.0))
         clock = Clock()
@@ -163,7 +163,7 @@ class PollUntilTests(SynchronousTestCase):
         d.cancel()
         self.failureResultOf(d, CancelledError)
 
-    def test_cancelWhileSleeping(self):
+    def test_cancel_while_sleeping(self):
         """Cancelling between attempts fails the loop with CancelledError and stops the attempts."""
         clock = Clock()
         attempt = Attempts()
@@ -176,7 +176,7 @@ class PollUntilTests(SynchronousTestCase):
         clock.advance(10)
         self.assertEqual(attempt.calls, 2)
 
-    def test_cancelInFlight(self):
+    def test_cancel_in_flight(self):
         """Cancelling during an attempt cancels that attempt and makes no more."""
         clock = Clock()
         cancelled = []
@@ -193,7 +193,7 @@ class PollUntilTests(SynchronousTestCase):
         clock.advance(10)
         self.assertEqual(attempt.calls, 2)
 
-    def test_cancelInFlightAnsweringTrue(self):
+    def test_cancel_in_flight_answering_true(self):
         """An attempt whose cancellation makes it answer True does not revive a cancelled loop."""
         clock = Clock()
         in_flight = Deferred(lambda d: d.callback(True))
@@ -202,7 +202,7 @@ class PollUntilTests(SynchronousTestCase):
         self.failureResultOf(d, CancelledError)
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_cancelAfterSuccess(self):
+    def test_cancel_after_success(self):
         """Cancelling a loop that already succeeded changes nothing."""
         d = poll_until(Clock(), Attempts(True))
         d.cancel()
@@ -334,15 +334,15 @@ class ProberTests(TestCase):
         number = port.getHost().port
         return port.stopListening().addCallback(lambda _: number)
 
-    def test_defaultTimeout(self):
+    def test_default_timeout(self):
         self.assertEqual(ATTEMPT_TIMEOUT, 2.0)
 
-    def test_tcpListening(self):
+    def test_tcp_listening(self):
         """Something accepting connections: True."""
         d = self.prober.tcp_check("127.0.0.1", self.port.getHost().port)
         return d.addCallback(self.assertIs, True)
 
-    def test_tcpRefused(self):
+    def test_tcp_refused(self):
         """Nothing listening: the attempt fails (the loop counts it as False)."""
         d = self.closed_port()
         d.addCallback(lambda port: self.assertFailure(self.prober.tcp_check("127.0.0.1", port),
@@ -361,7 +361,7 @@ class ProberTests(TestCase):
                   for path, expected in cases]
         return DeferredList(checks, fireOnOneErrback=True, consumeErrors=True)
 
-    def test_httpSendsUserAgent(self):
+    def test_http_sends_user_agent(self):
         """The probe says who it is."""
         resource = self.site.resource.children[b"ok"]
 
@@ -372,14 +372,14 @@ class ProberTests(TestCase):
 
         return self.prober.http_check(self.url + "/ok").addCallback(check)
 
-    def test_httpRefused(self):
+    def test_http_refused(self):
         """Nothing listening: the attempt fails."""
         d = self.closed_port()
         d.addCallback(lambda port: self.assertFailure(
             self.prober.http_check("http://127.0.0.1:{}/ok".format(port)), ConnectionRefusedError))
         return d
 
-    def test_routeCheck(self):
+    def test_route_check(self):
         """Enabled router: True; disabled or unknown router: False; the API URL may end with a slash."""
         cases = [(self.url, "app", True), (self.url + "/", "app", True), (self.url, "off", False),
                  (self.url, "ghost", False)]
@@ -398,7 +398,7 @@ class ProberTests(TestCase):
 
         return d.addCallback(paths)
 
-    def test_routeRefused(self):
+    def test_route_refused(self):
         """No Traefik API: the attempt fails."""
         d = self.closed_port()
         d.addCallback(lambda port: self.assertFailure(
@@ -418,21 +418,21 @@ class ProberMemoryReactorTests(SynchronousTestCase):
         factory = self.reactor.tcpClients[-1][2]
         factory.clientConnectionFailed(self.reactor.connectors[-1], Failure(ConnectionRefusedError()))
 
-    def test_tcpRefusedAtOnce(self):
+    def test_tcp_refused_at_once(self):
         """A refused TCP attempt fails as soon as the connection is refused."""
         d = self.prober.tcp_check("127.0.0.1", 8080)
         self.assertEqual(self.reactor.tcpClients[-1][:2], ("127.0.0.1", 8080))
         self.refuse()
         self.failureResultOf(d, ConnectionRefusedError)
 
-    def test_httpRefusedAtOnce(self):
+    def test_http_refused_at_once(self):
         """A refused HTTP attempt fails as soon as the connection is refused (no extra 300 ms)."""
         d = self.prober.http_check("http://127.0.0.1:8080/healthz")
         self.assertEqual(self.reactor.tcpClients[-1][:2], ("127.0.0.1", 8080))
         self.refuse()
         self.failureResultOf(d, ConnectionRefusedError)
 
-    def test_tcpTimeout(self):
+    def test_tcp_timeout(self):
         """A TCP attempt nobody answers ends after C{attempt_timeout} seconds."""
         d = self.prober.tcp_check("127.0.0.1", 8080)
         self.reactor.advance(1.9)
@@ -441,7 +441,7 @@ class ProberMemoryReactorTests(SynchronousTestCase):
         self.failureResultOf(d, ConnectingCancelledError, ConnectTimeoutError, DeferredTimeoutError)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
-    def test_httpTimeout(self):
+    def test_http_timeout(self):
         """An HTTP attempt nobody answers ends after C{attempt_timeout} seconds."""
         d = self.prober.http_check("http://127.0.0.1:8080/healthz")
         self.reactor.advance(1.9)
@@ -485,7 +485,7 @@ def container(labels=(), network_mode="host", networks=None, health="none", name
 class ReadinessPlanTests(SynchronousTestCase):
     """Tests for L{ReadinessPlan}."""
 
-    def test_probeChoice(self):
+    def test_probe_choice(self):
         """HTTP when a health-check label says where, TCP to the app's port otherwise, None without either."""
         cases = [
             ({"wakeproxy.port": "8080"}, "host", ("tcp", "127.0.0.1", 8080)),
@@ -515,7 +515,7 @@ class ReadinessPlanTests(SynchronousTestCase):
                 self.assertEqual(self.successResultOf(d), 1, case)
                 self.assertEqual(prober.calls, [expected], case)
 
-    def test_tenantProbes(self):
+    def test_tenant_probes(self):
         """
         Issue 11, findings 3 and 4: a tenant's container (label wakeproxy.owner) is probed on its own address
         only (a URL in its health-check label is ignored and logged), and not at all on a port it may not use.
@@ -552,7 +552,7 @@ class ReadinessPlanTests(SynchronousTestCase):
             ignored = [e for e in logged if "ignored" in e.get("log_format", "")]
             self.assertEqual(bool(ignored), logs_ignored, case)
 
-    def test_probePolls(self):
+    def test_probe_polls(self):
         """The probe is a L{poll_until} loop on the plan's clock."""
         clock = Clock()
         prober = RecordingProber(False, False, True)
@@ -566,7 +566,7 @@ class ReadinessPlanTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), 3)
         self.assertEqual(prober.calls, [("tcp", "127.0.0.1", 80)] * 3)
 
-    def test_dockerHealthRequired(self):
+    def test_docker_health_required(self):
         """Only in router mode, and only for containers with a HEALTHCHECK."""
         cases = [
             (True, "none", False),
@@ -582,7 +582,7 @@ class ReadinessPlanTests(SynchronousTestCase):
             plan = ReadinessPlan(Clock(), RecordingProber(), direct=direct)
             self.assertIs(plan.docker_health_required(container(health=health)), expected, (direct, health))
 
-    def test_routeWithoutApi(self):
+    def test_route_without_api(self):
         """No Traefik API configured: no route phase."""
         plan = ReadinessPlan(Clock(), RecordingProber(), direct=False)
         self.assertIsNone(plan.route(container()))
