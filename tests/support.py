@@ -20,7 +20,7 @@ import docker
 from bench.ports import free_port
 
 __all__ = ["MOCK_IMAGE", "check_problem", "ScriptProcess", "Twistd", "start_wakeproxy", "can_connect", "docker_client", "free_port", "import_script",
-           "remove_containers", "start_script", "unique_name"]
+           "metric", "remove_containers", "start_script", "unique_name"]
 
 MOCK_IMAGE = os.environ.get("WAKEPROXY_TEST_IMAGE", "mock-app:latest")
 DOCKER_URL = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
@@ -132,6 +132,21 @@ def start_wakeproxy(testcase, *args: str, env: Optional[dict] = None, timeout: f
         testcase.assertLess(time.monotonic(), deadline, "wakeproxy never saw the Docker engine")
         time.sleep(0.05)
     return server
+
+
+def metric(server: Twistd, name: str, labels: str = "") -> float:
+    """
+    One sample of wakeproxy's C{GET /metrics} (0 when absent), e.g. C{metric(server, "wakeproxy_wakes_total",
+    'outcome="failed"')}.
+    """
+    import requests
+
+    text = requests.get(server.api_url + "/metrics", timeout=10).text
+    key = "{}{{{}}}".format(name, labels) if labels else name
+    for line in text.splitlines():
+        if line.startswith(key + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def can_connect(port: int) -> bool:

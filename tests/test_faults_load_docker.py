@@ -28,23 +28,13 @@ import requests
 
 from bench.wrk import run_wrk
 from tests.dockerapp import Instances
+from tests.support import metric
 from tests.test_faults_docker import _cookie, _fds, _FaultCase
 
 pytestmark = [pytest.mark.docker, pytest.mark.faults]
 
 #: Docker HEALTHCHECK that never passes: one failed check (every 0.5 s) makes the container unhealthy
 _NEVER_HEALTHY = {"test": ["CMD", "false"], "interval": 500_000_000, "timeout": 1_000_000_000, "retries": 1}
-
-
-def _metric(server, name: str, labels: str = "") -> float:
-    """One sample of wakeproxy's C{GET /metrics} (0 when absent), e.g. C{_metric(s, "wakeproxy_wakes_total",
-    'outcome="failed"')}."""
-    text = requests.get(server.api_url + "/metrics", timeout=10).text
-    key = "{}{{{}}}".format(name, labels) if labels else name
-    for line in text.splitlines():
-        if line.startswith(key + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 class _LoadCase(_FaultCase):
@@ -94,8 +84,8 @@ class NeverHealthyAndCrashLoop(_LoadCase):
             self.assertIn("--wake-rate", doc["detail"])
             self.assertLess(took, 2)
             self.assertTrue(1 <= int(retry) <= 61, retry)
-        self.assertEqual(_metric(server, "wakeproxy_wakes_total", 'outcome="failed"'), 3)
-        self.assertEqual(_metric(server, "wakeproxy_wakes_total", 'outcome="rate_limited"'), 3)
+        self.assertEqual(metric(server, "wakeproxy_wakes_total", 'outcome="failed"'), 3)
+        self.assertEqual(metric(server, "wakeproxy_wakes_total", 'outcome="rate_limited"'), 3)
         self.assertStartsStay(name, 1, 3)
         self.assertEqual(self.instances.state(name), "running")  # never stopped because a check failed
 
@@ -128,7 +118,7 @@ class NeverHealthyAndCrashLoop(_LoadCase):
                 self.assertTrue(1 <= int(r.headers["retry-after"]) <= 61)
         # every request that met the exited container began a wake, until the third one in the minute
         self.assertEqual(self.instances.starts(name), 3)
-        self.assertEqual(_metric(server, "wakeproxy_wakes_total", 'outcome="failed"'), 3)
+        self.assertEqual(metric(server, "wakeproxy_wakes_total", 'outcome="failed"'), 3)
         self.assertEqual([r.status_code for r, _ in later[-5:]], [503] * 5)
         self.assertLess(max(t for r, t in later if r.status_code == 503), 2)
         self.assertStartsStay(name, 3, 3)
@@ -324,8 +314,8 @@ class SigtermUnderLoad(_LoadCase):
         endless = pool.submit(timed, "/slow?ms=60000", warm)
         held = [pool.submit(timed, "/", sleepy) for _ in range(self.HELD)]
         deadline = time.monotonic() + 15
-        while _metric(server, "wakeproxy_held_requests") < self.HELD or \
-                _metric(server, "wakeproxy_inflight_requests", 'instance="{}"'.format(warm)) < self.SLOW + 1:
+        while metric(server, "wakeproxy_held_requests") < self.HELD or \
+                metric(server, "wakeproxy_inflight_requests", 'instance="{}"'.format(warm)) < self.SLOW + 1:
             self.assertLess(time.monotonic(), deadline, "the load never got in flight")
             time.sleep(0.05)
 
