@@ -5,7 +5,7 @@ PYTHON ?= python3
 SHELL  := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test test-unit images docker tools venv bench bench-smoke clean clean-demo
+.PHONY: run test test-unit images docker tools venv bench bench-smoke soak clean clean-demo
 
 venv: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ bench: venv images tools
 
 bench-smoke: venv images tools
 	$(PY) -m bench.run --smoke
+
+# not in CI: SOAK_MINUTES (30), SOAK_INSTANCES (50), SOAK_CLIENTS (16), SOAK_ENGINE_RESTARTS (2), SOAK_IDLE (3s)
+soak: venv images tools
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) *.egg-info _trial_temp bench/results/*.json

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Optional, Sequence
 
-__all__ = ["RssSampler", "children", "cpu_seconds", "files_under", "open_files_under", "rss"]
+__all__ = ["RssSampler", "children", "cpu_seconds", "fd_kinds", "files_under", "open_files_under", "rss"]
 
 
 def rss(pid: int) -> Optional[int]:
@@ -23,6 +23,25 @@ def rss(pid: int) -> Optional[int]:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def fd_kinds(pid: int) -> dict[str, int]:
+    """C{pid}'s open file descriptors by kind: C{inet} and C{unix} sockets, C{pipe}, C{anon_inode}, C{file}."""
+    with open("/proc/net/unix") as f:
+        unix = {parts[6] for parts in (line.split() for line in f.readlines()[1:]) if len(parts) > 6}
+    kinds: dict[str, int] = {}
+    directory = "/proc/{}/fd".format(pid)
+    for fd in os.listdir(directory):
+        try:
+            target = os.readlink(os.path.join(directory, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            kind = "unix" if target[8:-1] in unix else "inet"
+        else:
+            kind = target.split(":", 1)[0] if ":" in target and not target.startswith("/") else "file"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 _TICK = os.sysconf("SC_CLK_TCK")

@@ -19,8 +19,8 @@ import docker
 
 from bench.ports import free_port
 
-__all__ = ["MOCK_IMAGE", "TEST_OWNER", "check_problem", "ScriptProcess", "Twistd", "start_wakeproxy", "can_connect", "docker_client", "free_port", "import_script",
-           "remove_containers", "start_script", "unique_name"]
+__all__ = ["MOCK_IMAGE", "TEST_OWNER", "check_problem", "ScriptProcess", "Twistd", "start_wakeproxy", "can_connect",
+           "docker_client", "free_port", "import_script", "metric", "remove_containers", "start_script", "unique_name"]
 
 MOCK_IMAGE = os.environ.get("WAKEPROXY_TEST_IMAGE", "mock-app:latest")
 
@@ -140,6 +140,21 @@ def start_wakeproxy(testcase, *args: str, env: Optional[dict] = None, timeout: f
         testcase.assertLess(time.monotonic(), deadline, "wakeproxy never saw the Docker engine")
         time.sleep(0.05)
     return server
+
+
+def metric(server: Twistd, name: str, labels: str = "") -> float:
+    """
+    One sample of wakeproxy's C{GET /metrics} (0 when absent), e.g. C{metric(server, "wakeproxy_wakes_total",
+    'outcome="failed"')}.
+    """
+    import requests
+
+    text = requests.get(server.api_url + "/metrics", timeout=10).text
+    key = "{}{{{}}}".format(name, labels) if labels else name
+    for line in text.splitlines():
+        if line.startswith(key + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def can_connect(port: int) -> bool:

@@ -52,10 +52,10 @@ class IdleStopTests(_ProxyCase):
 
     def test_pause_method_and_wake_from_pause(self):
         name = self.instances.create(labels={"wakeproxy.idle-timeout": "1s", "wakeproxy.stop-method": "pause"})
-        server = self.wakeproxy()
+        server = self.wakeproxy(api=True)
         self.assertEqual(self.get(server, name).status_code, 200)
         self.instances.wait_state(name, "paused", timeout=6)
-        time.sleep(0.2)
+        self.wait_state_seen(server, name, "paused")
         began = time.monotonic()
         r = self.get(server, name)
         took = time.monotonic() - began
@@ -67,9 +67,10 @@ class IdleStopTests(_ProxyCase):
     def test_request_during_a_stop_is_held_and_wakes_it_again(self):
         # The app ignores its stop signal (PID 1, no handler), so Docker's stop takes the full 3 s grace.
         name = self.instances.create(labels={"wakeproxy.idle-timeout": "1s"}, stop_signal="SIGUSR1")
-        server = self.wakeproxy("--stop-timeout", "3s")
+        server = self.wakeproxy("--stop-timeout", "3s", api=True)
         self.assertEqual(self.get(server, name).status_code, 200)
-        time.sleep(2.5)  # idle: the stop has begun and lasts ~3 s
+        # idle: the stop has begun (it lasts ~3 s)
+        self.wait_seen(server, name, lambda doc: doc["activity"]["stopping"], "stopping")
         r = self.get(server, name, timeout=30)
         self.assertEqual((r.status_code, r.headers.get("x-wakeproxy-woke")), (200, "1"))
         self.assertEqual(len(self.instances.events(name, "die")), 1)
@@ -77,10 +78,9 @@ class IdleStopTests(_ProxyCase):
 
     def test_app_that_stops_itself_is_noticed(self):
         name = self.instances.create(env={"IDLE": "1s"})
-        server = self.wakeproxy()
+        server = self.wakeproxy(api=True)
         self.assertEqual(self.get(server, name).status_code, 200)
-        self.instances.wait_state(name, "exited", timeout=6)
-        time.sleep(0.2)
+        self.wait_state_seen(server, name, "exited", timeout=8)
         r = self.get(server, name)
         self.assertEqual((r.status_code, r.headers.get("x-wakeproxy-woke")), (200, "1"))
         self.assertEqual(self.instances.starts(name), 2)
@@ -107,10 +107,10 @@ class WakePolicyTests(_ProxyCase):
 
     def test_wake_rate(self):
         name = self.instances.create()
-        server = self.wakeproxy("--wake-rate", "1/1m")
+        server = self.wakeproxy("--wake-rate", "1/1m", api=True)
         self.assertEqual(self.get(server, name).status_code, 200)
         self.instances.client.stop(name, timeout=1)
-        time.sleep(0.2)
+        self.wait_state_seen(server, name, "exited")
         r = self.get(server, name)
         doc = self.assertProblem(r, 503)
         self.assertIn("--wake-rate", doc["detail"])

@@ -14,7 +14,7 @@ import requests
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.dockerapp import Instances
-from tests.support import check_problem, start_wakeproxy, unique_name
+from tests.support import check_problem, metric, start_wakeproxy, unique_name
 
 pytestmark = pytest.mark.docker
 
@@ -32,9 +32,30 @@ class _ProxyCase(SynchronousTestCase):
         self.session = requests.Session()
         self.addCleanup(self.session.close)
 
-    def wakeproxy(self, *args):
-        """Start wakeproxy (after creating the test's containers: its first resync then includes them)."""
-        return start_wakeproxy(self, *args)
+    def wakeproxy(self, *args, api: bool = False):
+        """
+        Start wakeproxy (after creating the test's containers: its first resync then includes them). With
+        C{api}, its deploy API needs no credentials (C{--no-auth}), so that the test can poll what wakeproxy
+        sees (L{wait_seen}) instead of sleeping.
+        """
+        return start_wakeproxy(self, *(("--no-auth",) if api else ()), *args)
+
+    def wait_seen(self, server, name, check, what: str, timeout: float = 10) -> dict:
+        """
+        Poll wakeproxy's own view of an instance (C{GET /deploy/<name>}, with its activity) until
+        C{check(doc)} is true; return that document (fail, saying C{what} was awaited, after C{timeout}).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = self.session.get(server.api_url + "/deploy/" + name, timeout=10).json()
+            if check(doc):
+                return doc
+            self.assertLess(time.monotonic(), deadline, "wakeproxy never saw {} {}: {}".format(name, what, doc))
+            time.sleep(0.02)
+
+    def wait_state_seen(self, server, name, state: str, timeout: float = 10) -> dict:
+        """L{wait_seen} until wakeproxy's snapshot of the container is in C{state}."""
+        return self.wait_seen(server, name, lambda doc: doc.get("state") == state, state, timeout)
 
     def get(self, server, name, path="/", **kw):
         headers = dict(_cookie(name), **kw.pop("headers", {}))
@@ -89,14 +110,10 @@ class WakeTests(_ProxyCase):
 
     def test_paused_instance_is_unpaused(self):
         name = self.instances.create(start=True)
-        server = self.wakeproxy()
+        server = self.wakeproxy(api=True)
         self.assertEqual(self.get(server, name).status_code, 200)
         self.instances.client.pause(name)
-        deadline = time.monotonic() + 2
-        while self.instances.state(name) != "paused":
-            self.assertLess(time.monotonic(), deadline)
-            time.sleep(0.01)
-        time.sleep(0.2)  # let the pause event reach wakeproxy
+        self.wait_state_seen(server, name, "paused")  # the pause event reached wakeproxy
         r = self.get(server, name)
         self.assertEqual(r.status_code, 200, r.text)
         self.assertEqual(r.headers.get("x-wakeproxy-woke"), "1")
@@ -123,12 +140,13 @@ class WakeTests(_ProxyCase):
 
     def test_app_that_crashes_on_start_fails_fast_once(self):
         name = self.instances.create(env={"CRASH_ON_START": "1"})
-        server = self.wakeproxy("--wake-timeout", "30s")
+        server = self.wakeproxy("--wake-timeout", "30s", api=True)
         started = time.monotonic()
         doc = self.assertProblem(self.get(server, name), 502)
         self.assertLess(time.monotonic() - started, 5)
         self.assertIn("exited with code 3", doc["detail"])
-        time.sleep(0.5)
+        seen = self.wait_state_seen(server, name, "exited")
+        self.assertEqual((seen["activity"]["waking"], seen["activity"]["last_wake"]["outcome"]), (False, "failed"))
         self.assertEqual(self.instances.starts(name), 1)
 
     def test_held_bounds_and_held_bodies(self):
@@ -160,7 +178,10 @@ class WakeTests(_ProxyCase):
         server = self.wakeproxy()
         s = socket.create_connection(("127.0.0.1", server.proxy_port))
         s.sendall("GET / HTTP/1.1\r\nHost: x\r\nCookie: instance={}\r\n\r\n".format(name).encode())
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while metric(server, "wakeproxy_held_requests") < 1:
+            self.assertLess(time.monotonic(), deadline, "the request was never held")
+            time.sleep(0.02)
         s.close()
         r = self.get(server, name)
         self.assertEqual(r.status_code, 200)
