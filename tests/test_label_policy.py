@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from wakeproxy.api.deployspec import BodyError, CreatePolicy, check_deploy, listening_ports
 from wakeproxy.waking.idle import IdleStopper
-from wakeproxy.waking.labels import DEPENDS_ON, GROUP, HEALTH_CHECK, IDLE_TIMEOUT, OWNER, PORT, port_allowed
+from wakeproxy.waking.labels import DEPENDS_ON, GROUP, HEALTH_CHECK, IDLE_TIMEOUT, OWNER, PORT, port_allowed, reach
 from wakeproxy.runtime.memory import MemoryRuntime
 from wakeproxy.runtime.interface import OwnerLabel
 from wakeproxy.waking.waker import Waker
@@ -155,6 +155,9 @@ class _ReadyPlan:
 
     def probe(self, container):
         return succeed(1)
+
+    def reach(self, container):
+        return reach(container)
 
     def route(self, container):
         return None

@@ -62,7 +62,7 @@ class ProxyService(Service):
             home_upstream=upstream_from_url(options["home-upstream"] or options["upstream"])
             if (options["home-upstream"] or not direct) else None,
             idle_tunnel=options["idle-tunnel"], clock=reactor,
-            gate=_gate(options, reactor, tls_policy, runtime), ports=(allow_ports, own_ports))
+            gate=_gate(options, reactor, tls_policy, runtime))
         self.pool = UpstreamPool(reactor, connect_timeout=options["connect-timeout"],
                                  idle_timeout=options["upstream-idle-timeout"], tls_policy=tls_policy)
         self.relay = RelayFactory(
