@@ -14,26 +14,29 @@ from wakeproxy.runtime.memory import MemoryRuntime
 from wakeproxy.waking.states import TRANSITIONS, Event, State, Transition, transition
 from wakeproxy.waking.waker import REFUSED, Waker
 
-U, W, R, S = State.UNREADY, State.WAKING, State.READY, State.STOPPING
-(HOLD, WOKEN, WAKE_FAILED, EXPIRED, RUNNING, UNHEALTHY, EXITED, SLEEP, HALT, DOWN) = (
+U, W, R, S, F = State.UNREADY, State.WAKING, State.READY, State.STOPPING, State.FENCED
+(HOLD, WOKEN, WAKE_FAILED, EXPIRED, RUNNING, UNHEALTHY, EXITED, SLEEP, HALT, DOWN, FENCE, RESUME, RELEASE) = (
     Event.HOLD, Event.WOKEN, Event.WAKE_FAILED, Event.EXPIRED, Event.RUNNING, Event.UNHEALTHY, Event.EXITED,
-    Event.SLEEP, Event.HALT, Event.DOWN)
+    Event.SLEEP, Event.HALT, Event.DOWN, Event.FENCE, Event.RESUME, Event.RELEASE)
 
-#: The specification, one row per event, one column per state (UNREADY, WAKING, READY, STOPPING):
+#: The specification, one row per event, one column per state (UNREADY, WAKING, READY, STOPPING, FENCED):
 #: the next state, or None for an illegal pair.
 EXPECTED = {
-    HOLD:        (W, W, R, S),
-    WOKEN:       (None, R, None, None),
-    WAKE_FAILED: (None, U, None, None),
-    EXPIRED:     (None, U, None, None),
-    RUNNING:     (U, W, R, S),
-    UNHEALTHY:   (U, W, U, S),
-    EXITED:      (U, W, U, S),
-    SLEEP:       (S, None, S, None),
-    HALT:        (S, S, S, S),
-    DOWN:        (None, None, None, U),
+    HOLD:        (W, W, R, S, F),
+    WOKEN:       (None, R, None, None, None),
+    WAKE_FAILED: (None, U, None, None, None),
+    EXPIRED:     (None, U, None, None, None),
+    RUNNING:     (U, W, R, S, F),
+    UNHEALTHY:   (U, W, U, S, F),
+    EXITED:      (U, W, U, S, F),
+    SLEEP:       (S, None, S, None, S),
+    HALT:        (S, S, S, S, S),
+    DOWN:        (None, None, None, U, None),
+    FENCE:       (F, W, F, S, F),
+    RESUME:      (None, None, None, None, R),
+    RELEASE:     (None, None, None, None, U),
 }
-COLUMNS = (U, W, R, S)
+COLUMNS = (U, W, R, S, F)
 
 
 class TableTests(SynchronousTestCase):
@@ -69,9 +72,9 @@ class TableTests(SynchronousTestCase):
             self.assertTrue(any(step.next is not state for (s, _), step in TRANSITIONS.items() if s is state), state)
 
     def test_readyOnlyByAWake(self):
-        """The only way into READY is a finished wake (so a ticket always comes from one)."""
+        """The only ways into READY: a finished wake, or the fences going from an instance that was ready."""
         into = {(s, e) for (s, e), step in TRANSITIONS.items() if step.next is R and s is not R}
-        self.assertEqual(into, {(W, WOKEN)})
+        self.assertEqual(into, {(W, WOKEN), (F, RESUME)})
 
 
 class IllegalTransitionTests(SynchronousTestCase):
@@ -104,6 +107,9 @@ class IllegalTransitionTests(SynchronousTestCase):
             self.runtime.stop = lambda name, timeout: stopping.addCallback(lambda _: real_stop(name, timeout))
             self.addCleanup(stopping.callback, None)
             waker.halt(APP, 1)
+        if state is F:
+            waker.fence(APP, "peer", 30)
+            self.addCleanup(waker.release, APP, "peer")
         if state is U:
             waker._instance(APP)
         self.assertEqual(waker.state(APP), state)
@@ -115,7 +121,7 @@ class IllegalTransitionTests(SynchronousTestCase):
                 if row[column] is None:
                     self.refused_in(state, event)
                     cells += 1
-        self.assertEqual(cells, 14)
+        self.assertEqual(cells, 14 + 4 + 8)
 
     def refused_in(self, state, event):
         where = (state, event)

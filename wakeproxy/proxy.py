@@ -8,6 +8,7 @@ listeners serve (L{relay}). Stopping it stops the timers and closes the pooled u
 from __future__ import annotations
 
 import ipaddress
+from typing import Optional
 
 from twisted.application.service import Service
 from twisted.logger import Logger
@@ -20,6 +21,7 @@ from wakeproxy.api.deployspec import CreatePolicy
 from wakeproxy.http.dispatch import Dispatcher
 from wakeproxy.http.gate import ForwardAuthGate, SignedGate
 from wakeproxy.waking.idle import IdleStopper
+from wakeproxy.waking.peers import CALL_TIMEOUT, Peers, http_caller
 from wakeproxy.waking.labels import OWNER
 from wakeproxy.metrics import Registry
 from wakeproxy.waking.readiness import Prober, ReadinessPlan
@@ -52,7 +54,7 @@ class ProxyService(Service):
         self.waker = Waker(reactor, runtime, plan, wake_timeout=options["wake-timeout"],
                            max_held=options["max-held"], max_held_per_instance=options["max-held-per-instance"],
                            stop_timeout=options["stop-timeout"], wake_rate=options["wake-rate"], metrics=metrics)
-        self.idle = IdleStopper(reactor, runtime, self.waker, options["idle-timeout"])
+        self.idle = IdleStopper(reactor, runtime, self.waker, options["idle-timeout"], peers=_peers(options, reactor))
         self.dispatcher = Dispatcher(
             options["selector"], runtime, self.waker,
             upstream=None if direct else upstream_from_url(options["upstream"]),
@@ -123,6 +125,17 @@ def _gate(options, reactor, tls_policy, runtime):
                                copy_headers=options.get("forward-auth-headers") or (),
                                cache_seconds=options.get("forward-auth-cache") or 0.0)
     return None
+
+
+def _peers(options, reactor) -> Optional[Peers]:
+    """C{--peer}: the replicas asked before an instance is stopped (None without any)."""
+    if not options.get("peer"):
+        return None
+    from wakeproxy.waking.httpclient import QuietPool, make_agent
+
+    agent = make_agent(reactor, QuietPool(reactor, persistent=False), CALL_TIMEOUT)
+    return Peers(options["peer"], http_caller(reactor, agent, options["peer-secret"]),
+                 fence_seconds=options["peer-fence-timeout"])
 
 
 def _trust(networks):

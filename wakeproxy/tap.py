@@ -107,6 +107,10 @@ class Options(usage.Options):
          "With --access forward-auth: response headers (H1,H2) copied onto the upstream request [default: none]."],
         ["forward-auth-cache", None, "0",
          "With --access forward-auth: how long an answer is reused per credential and instance (0: never)."],
+        ["peer-secret-file", None, None,
+         "File holding the secret (at least 16 characters) that replicas (--peer) present to each other."],
+        ["peer-fence-timeout", None, "30s",
+         "How long a peer's fence holds an instance's new requests at most, if its stopper never releases it."],
     ]
     optFlags = [
         ["keep-path", None, "With --select path:PREFIX, forward the path unchanged."],
@@ -127,6 +131,14 @@ class Options(usage.Options):
         self["no-wake-user-agent"] = []
         self["trusted-proxy"] = []
         self["allow-port"] = []
+        self["peer"] = []
+
+    def opt_peer(self, url: str) -> None:
+        """Another replica's API listener URL (repeatable): instances are stopped only when every peer agrees."""
+        if not url.startswith(("http://", "https://")):
+            raise usage.UsageError("--peer: use the http:// or https:// URL of a replica's API listener, got {!r}"
+                                   .format(url))
+        self["peer"].append(url)
 
     def opt_listen(self, description: str) -> None:
         """Endpoint for proxied traffic (repeatable) [default: tcp:8000]."""
@@ -236,11 +248,32 @@ class Options(usage.Options):
             re.compile(self["name-pattern"])
         except re.error as e:
             raise usage.UsageError("--name-pattern: not a regular expression ({})".format(e))
+        self._peer_options()
         if self["pull"] not in ("never", "missing"):
             raise usage.UsageError("--pull: use 'never' or 'missing', got {!r}".format(self["pull"]))
         if not self["allow-port"]:
             self["allow-port"] = list(DEFAULT_ALLOWED_PORTS)
         self._access_options()
+
+    def _peer_options(self) -> None:
+        try:
+            self["peer-fence-timeout"] = parse_duration(self["peer-fence-timeout"])
+        except ValueError as e:
+            raise usage.UsageError("--peer-fence-timeout: {}".format(e))
+        path = self["peer-secret-file"]
+        if path is None:
+            if self["peer"]:
+                raise usage.UsageError("--peer needs --peer-secret-file (the secret replicas share)")
+            self["peer-secret"] = None
+            return
+        try:
+            with open(path, encoding="utf-8") as f:
+                secret = f.read().strip()
+        except (OSError, UnicodeError) as e:
+            raise usage.UsageError("--peer-secret-file: cannot read {!r} ({})".format(path, e))
+        if len(secret) < 16:
+            raise usage.UsageError("--peer-secret-file: the secret must have at least 16 characters")
+        self["peer-secret"] = secret
 
     def _access_options(self) -> None:
         keys = None

@@ -43,6 +43,7 @@ from wakeproxy.api.deployspec import BodyError, CreatePolicy, check_login, parse
 from wakeproxy.api.instances import InstanceOperations, crashed, instance_document, not_found
 from wakeproxy.metrics import Registry
 from wakeproxy.answers import write_problem
+from wakeproxy.api.peer import PeerResource
 from wakeproxy.api.reply import Reply
 from wakeproxy.http.selector import valid_instance_name
 from wakeproxy.api.statuspage import HEADERS as UI_HEADERS
@@ -412,4 +413,6 @@ def api_resource(options, runtime, waker, reactor, activity=None, metrics=None) 
     root.putChild(b"ui", _Ui())
     root.putChild(b"metrics", _Metrics(metrics if metrics is not None else Registry(),
                                        auth if options["metrics-auth"] else None))
+    if options.get("peer-secret"):
+        root.putChild(b"peer", PeerResource(waker, options["peer-secret"]))
     return root

@@ -44,6 +44,10 @@ class Instance:
     last_wake: Optional[dict] = None
     #: the phase its last wake ended in
     phase: str = "start"
+    #: peers' fences (FENCED only): token -> its expiry (an IDelayedCall)
+    fences: dict = field(default_factory=dict)
+    #: the ticket it had when it was fenced, given back if it still runs when the fences go
+    stashed: Optional[Ticket] = None
 
     def describe(self, now: float) -> dict:
         """What the deploy API shows about its activity and its last wake."""

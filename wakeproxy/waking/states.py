@@ -13,6 +13,9 @@ waker logs it and refuses it, and the instance stays where it was.
     READY     requests go straight upstream, to the address on the instance's L{Ticket}
     STOPPING  a stop or pause under way (idle sleep or the deploy API's halt); callers are held and wake
               the instance again once it is down
+    FENCED    a peer replica is about to stop it (L{wakeproxy.waking.peers}): new callers are held; once
+              every fence is released (or expired) it is READY again if it was and still runs, else
+              UNREADY and the held callers wake it
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class State(Enum):
     WAKING = "waking"
     READY = "ready"
     STOPPING = "stopping"
+    FENCED = "fenced"
 
 
 class Event(Enum):
@@ -51,6 +55,12 @@ class Event(Enum):
     HALT = "halt"
     #: every stop or pause under way finished (or failed)
     DOWN = "down"
+    #: a peer asks to hold the instance's new requests while it decides to stop it
+    FENCE = "fence"
+    #: the last fence went (released or expired), the instance was ready and still runs
+    RESUME = "resume"
+    #: the last fence went, and the instance was not ready or is no longer running
+    RELEASE = "release"
 
 
 class Transition(NamedTuple):
@@ -60,7 +70,7 @@ class Transition(NamedTuple):
     action: Optional[str] = None
 
 
-_U, _W, _R, _S = State.UNREADY, State.WAKING, State.READY, State.STOPPING
+_U, _W, _R, _S, _F = State.UNREADY, State.WAKING, State.READY, State.STOPPING, State.FENCED
 
 #: (state, event) -> what follows. Missing pairs are illegal.
 TRANSITIONS: dict[tuple[State, Event], Transition] = {
@@ -69,6 +79,7 @@ TRANSITIONS: dict[tuple[State, Event], Transition] = {
     (_W, Event.HOLD): Transition(_W),  # joins the wake under way (single flight)
     (_R, Event.HOLD): Transition(_R, "_serve_held"),
     (_S, Event.HOLD): Transition(_S),  # held until the instance is down, then woken again
+    (_F, Event.HOLD): Transition(_F),  # held until the fences go
     # the wake ends
     (_W, Event.WOKEN): Transition(_R, "_woken"),
     (_W, Event.WAKE_FAILED): Transition(_U, "_wake_failed"),
@@ -78,22 +89,35 @@ TRANSITIONS: dict[tuple[State, Event], Transition] = {
     (_W, Event.RUNNING): Transition(_W, "_running_while_waking"),
     (_R, Event.RUNNING): Transition(_R, "_refresh_ticket"),
     (_S, Event.RUNNING): Transition(_S),
+    (_F, Event.RUNNING): Transition(_F),
     (_U, Event.UNHEALTHY): Transition(_U),
     (_W, Event.UNHEALTHY): Transition(_W, "_unhealthy_while_waking"),
     (_R, Event.UNHEALTHY): Transition(_U, "_lost"),
     (_S, Event.UNHEALTHY): Transition(_S),
+    (_F, Event.UNHEALTHY): Transition(_F, "_forget_ticket"),
     (_U, Event.EXITED): Transition(_U),
     (_W, Event.EXITED): Transition(_W, "_exited_while_waking"),
     (_R, Event.EXITED): Transition(_U, "_lost"),
     (_S, Event.EXITED): Transition(_S),  # what a stop is for
+    (_F, Event.EXITED): Transition(_F, "_forget_ticket"),
     # going down: an idle sleep only from rest; the API's halt from anywhere
     (_U, Event.SLEEP): Transition(_S, "_go_to_sleep"),
     (_R, Event.SLEEP): Transition(_S, "_go_to_sleep"),
+    (_F, Event.SLEEP): Transition(_S, "_go_to_sleep"),  # two replicas deciding at once: both may stop it
     (_U, Event.HALT): Transition(_S, "_halt"),
     (_R, Event.HALT): Transition(_S, "_halt"),
     (_W, Event.HALT): Transition(_S, "_abandon_and_halt"),  # its held callers wake it again once it is down
     (_S, Event.HALT): Transition(_S, "_halt"),  # one more stop under way; down once both finished
+    (_F, Event.HALT): Transition(_S, "_halt"),
     (_S, Event.DOWN): Transition(_U, "_down"),
+    # fences from peers (a waking or stopping instance is busy: the fence is not taken, the peer told so)
+    (_U, Event.FENCE): Transition(_F, "_fence"),
+    (_R, Event.FENCE): Transition(_F, "_fence"),
+    (_F, Event.FENCE): Transition(_F, "_fence"),
+    (_W, Event.FENCE): Transition(_W),
+    (_S, Event.FENCE): Transition(_S),
+    (_F, Event.RESUME): Transition(_R, "_resume"),
+    (_F, Event.RELEASE): Transition(_U, "_down"),  # held callers wake it, as after a stop
 }
 
 

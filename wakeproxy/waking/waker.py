@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from wakeproxy.metrics import Counter, Gauge, Histogram, Registry
 from wakeproxy.runtime.interface import Container, IContainerRuntime
+from wakeproxy.waking.fences import FenceActions
 from wakeproxy.waking.instance import UNKNOWN, Instance
 from wakeproxy.waking.limits import RETRY_AFTER, HoldLimits
 from wakeproxy.waking.outcomes import Ticket, WakeFailure, WakeReport, exited, no_such_instance, wake_failure_of
@@ -41,7 +42,7 @@ __all__ = ["REFUSED", "RETRY_AFTER", "Ticket", "WakeFailure", "WakeReport", "Wak
 REFUSED = object()
 
 
-class Waker:
+class Waker(FenceActions):
     log = Logger()
 
     def __init__(self, clock, runtime: IContainerRuntime, plan: ReadinessPlan, wake_timeout: float = 60.0,
@@ -346,6 +347,7 @@ class Waker:
         for callback in self._before_sleep:
             callback(instance.name)
         instance.ticket = None
+        self._drop_fences(instance)
         instance.stops += 1
 
         def finished(result):
