@@ -352,3 +352,41 @@ class ResourceTests(SynchronousTestCase):
                      {"token": "t", "seconds": 0}, {"token": "t", "seconds": 10000}, {"token": "t", "seconds": True}):
             self.assertEqual(self.call("fence", body=body)[0], 400, body)
         self.assertEqual(self.replica.waker.state(APP), State.READY)
+
+
+class OptionsTests(SynchronousTestCase):
+    """C{--peer}, C{--peer-secret-file}, C{--peer-fence-timeout}: refused with a sentence when wrong."""
+
+    def secret(self, text):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text + "\n")
+        return path
+
+    def parse(self, *argv):
+        from wakeproxy.tap import Options
+
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_accepted(self):
+        options = self.parse("--peer", "http://127.0.0.1:8009", "--peer", "http://127.0.0.1:8010",
+                             "--peer-secret-file", self.secret("x" * 16), "--peer-fence-timeout", "10s")
+        self.assertEqual(options["peer"], ["http://127.0.0.1:8009", "http://127.0.0.1:8010"])
+        self.assertEqual((options["peer-secret"], options["peer-fence-timeout"]), ("x" * 16, 10.0))
+        self.assertIsNone(self.parse()["peer-secret"])
+
+    def test_refused(self):
+        from twisted.python.usage import UsageError
+
+        for argv, says in [
+            (["--peer", "http://127.0.0.1:8009"], "--peer-secret-file"),
+            (["--peer", "127.0.0.1:8009"], "http://"),
+            (["--peer-secret-file", self.secret("short")], "16 characters"),
+            (["--peer-secret-file", self.mktemp()], "cannot read"),
+            (["--peer-fence-timeout", "soon"], "--peer-fence-timeout"),
+        ]:
+            with self.assertRaises(UsageError) as raised:
+                self.parse(*argv)
+            self.assertIn(says, str(raised.exception), argv)
