@@ -40,6 +40,27 @@ class ReplicaTests(SynchronousTestCase):
     def get(self, server, name, session=requests):
         return session.get(server.proxy_url + "/", headers={"Cookie": "instance=" + name}, timeout=60)
 
+    def test_replica_killed_mid_wake_held_requests_at_the_other_complete(self):
+        name = self.instances.create(labels={"wakeproxy.idle-timeout": "10m"}, env={"STARTUP_DELAY": "2"})
+        a, b = self.replicas()
+
+        def one(server):
+            try:
+                with requests.Session() as s:
+                    return self.get(server, name, s).status_code
+            except requests.RequestException:
+                return None
+
+        with concurrent.futures.ThreadPoolExecutor(40) as pool:
+            at_a = [pool.submit(one, a) for _ in range(20)]
+            at_b = [pool.submit(one, b) for _ in range(20)]
+            self.wait_for(lambda: self.instances.state(name) == "running", 10, "never started")
+            a.process.kill()  # SIGKILL while the app sleeps before listening (STARTUP_DELAY)
+            a.process.wait()
+            self.assertEqual([f.result() for f in at_b], [200] * 20)
+            self.assertEqual([f.result() for f in at_a], [None] * 20)
+        self.assertEqual(self.instances.starts(name), 1)
+
     def wait_for(self, condition, timeout, what):
         deadline = time.monotonic() + timeout
         while not condition():
