@@ -22,6 +22,7 @@ The relay (L{relay.Exchange}) carries the decision out; this module never touche
 from __future__ import annotations
 
 from collections import deque
+from functools import lru_cache
 from typing import Callable, Optional
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -259,7 +260,7 @@ class Dispatcher:
             if address is None:
                 self._unreachable(exchange, name, ticket.reach)
                 return
-            upstream = Upstream("http", *address)
+            upstream = _direct_upstream(address)
         slots = self._slots.get(name)
         if slots is None:
             slots = self._slots[name] = _Slots()
@@ -342,6 +343,12 @@ class Dispatcher:
 
     def tunnels(self, name: str) -> int:
         return len(self._tunnels.get(name, ()))
+
+
+@lru_cache(maxsize=4096)
+def _direct_upstream(address: tuple) -> Upstream:
+    """The pool's key for an app's (host, port): one value per address (a pure memo, not instance state)."""
+    return Upstream("http", *address)
 
 
 def _discard(queue: deque, item) -> None:
