@@ -24,17 +24,22 @@ def _cookie(name):
 
 
 class _ProxyCase(SynchronousTestCase):
-    """One wakeproxy per test (started with C{self.wakeproxy(*args)}) and the containers the test makes."""
+    """
+    One wakeproxy per test (started with C{self.wakeproxy(*args)}) and the containers the test makes, under
+    an owner label of the test's own: no other wakeproxy on the engine (another test run's, with
+    C{--idle-timeout 1s}) sees, wakes or stops them.
+    """
 
     def setUp(self):
-        self.instances = Instances()
+        self.owner = "wakeproxy.test-owner={}".format(unique_name("proxy"))
+        self.instances = Instances(self.owner)
         self.addCleanup(self.instances.cleanup)
         self.session = requests.Session()
         self.addCleanup(self.session.close)
 
-    def wakeproxy(self, *args):
+    def wakeproxy(self, *args, **kw):
         """Start wakeproxy (after creating the test's containers: its first resync then includes them)."""
-        return start_wakeproxy(self, *args)
+        return start_wakeproxy(self, "--owner-label", self.owner, *args, **kw)
 
     def get(self, server, name, path="/", **kw):
         headers = dict(_cookie(name), **kw.pop("headers", {}))
