@@ -24,22 +24,17 @@ def _cookie(name):
 
 
 class _ProxyCase(SynchronousTestCase):
-    """
-    One wakeproxy per test (started with C{self.wakeproxy(*args)}) and the containers the test makes, under
-    an owner label of the test's own: no other wakeproxy on the engine (another test run's, with
-    C{--idle-timeout 1s}) sees, wakes or stops them.
-    """
+    """One wakeproxy per test (started with C{self.wakeproxy(*args)}) and the containers the test makes."""
 
     def setUp(self):
-        self.owner = "wakeproxy.test-owner={}".format(unique_name("proxy"))
-        self.instances = Instances(self.owner)
+        self.instances = Instances()
         self.addCleanup(self.instances.cleanup)
         self.session = requests.Session()
         self.addCleanup(self.session.close)
 
-    def wakeproxy(self, *args, **kw):
+    def wakeproxy(self, *args):
         """Start wakeproxy (after creating the test's containers: its first resync then includes them)."""
-        return start_wakeproxy(self, "--owner-label", self.owner, *args, **kw)
+        return start_wakeproxy(self, *args)
 
     def get(self, server, name, path="/", **kw):
         headers = dict(_cookie(name), **kw.pop("headers", {}))

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.certs import make_ca_and_server
-from tests.support import free_port
+from tests.support import free_port, start_wakeproxy
 from tests.test_proxy_docker import _ProxyCase, _cookie
 
 pytestmark = pytest.mark.docker
@@ -31,7 +31,7 @@ class TlsTests(_ProxyCase):
 
     def tls_wakeproxy(self):
         listen = "ssl:{{port}}:interface=127.0.0.1:privateKey={key}:certKey={cert}".format(**self.good)
-        return self.wakeproxy(listen=listen)
+        return start_wakeproxy(self, listen=listen)
 
     def test_tls_listener_and_verified_https_upstream(self):
         name = self.instances.create(start=True)
