@@ -372,9 +372,9 @@ class OptionsTests(SynchronousTestCase):
 
     def test_accepted(self):
         options = self.parse("--peer", "http://127.0.0.1:8009", "--peer", "http://127.0.0.1:8010",
-                             "--peer-secret-file", self.secret("x" * 16), "--peer-fence-timeout", "10s")
+                             "--peer-secret-file", self.secret("x" * 16), "--peer-fence-timeout", "20s")
         self.assertEqual(options["peer"], ["http://127.0.0.1:8009", "http://127.0.0.1:8010"])
-        self.assertEqual((options["peer-secret"], options["peer-fence-timeout"]), ("x" * 16, 10.0))
+        self.assertEqual((options["peer-secret"], options["peer-fence-timeout"]), ("x" * 16, 20.0))
         self.assertIsNone(self.parse()["peer-secret"])
 
     def test_refused(self):
@@ -386,6 +386,8 @@ class OptionsTests(SynchronousTestCase):
             (["--peer-secret-file", self.secret("short")], "16 characters"),
             (["--peer-secret-file", self.mktemp()], "cannot read"),
             (["--peer-fence-timeout", "soon"], "--peer-fence-timeout"),
+            (["--peer", "http://127.0.0.1:8009", "--peer-secret-file", self.secret("x" * 16),
+              "--peer-fence-timeout", "14s", "--stop-timeout", "10s"], "outlast the stop"),
         ]:
             with self.assertRaises(UsageError) as raised:
                 self.parse(*argv)

@@ -260,6 +260,9 @@ class Options(usage.Options):
             self["peer-fence-timeout"] = parse_duration(self["peer-fence-timeout"])
         except ValueError as e:
             raise usage.UsageError("--peer-fence-timeout: {}".format(e))
+        if self["peer"] and self["peer-fence-timeout"] <= self["stop-timeout"] + 5:
+            raise usage.UsageError("--peer-fence-timeout must be longer than --stop-timeout plus 5s: a peer's fence "
+                                   "has to outlast the stop it guards")
         path = self["peer-secret-file"]
         if path is None:
             if self["peer"]:
