@@ -120,14 +120,19 @@ class Twistd:
 
 
 def start_wakeproxy(testcase, *args: str, env: Optional[dict] = None, timeout: float = 10.0,
-                    listen: Optional[str] = None) -> Twistd:
+                    listen: Optional[str] = None, server: Optional[Twistd] = None) -> Twistd:
     """
     C{twistd wakeproxy} for one test: started, waited for until its API says it has read the engine, and
-    stopped at cleanup, when its log must hold no traceback.
+    stopped at cleanup, when its log must hold no traceback. C{server}: one made beforehand (its ports
+    known, e.g. to give replicas each other's address); C{args} are then added to its own.
     """
     import requests
 
-    server = Twistd(*args, env=env, **({"listen": listen} if listen else {})).start()
+    if server is None:
+        server = Twistd(*args, env=env, **({"listen": listen} if listen else {}))
+    else:
+        server.args += list(args)
+    server.start()
 
     def stop() -> None:
         server.stop()

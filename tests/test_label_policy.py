@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from wakeproxy.api.deployspec import CreatePolicy, check_deploy
 from wakeproxy.api.jsonbody import BodyError
 from wakeproxy.waking.idle import IdleStopper
-from wakeproxy.waking.labels import DEPENDS_ON, GROUP, HEALTH_CHECK, IDLE_TIMEOUT, OWNER, PORT, port_allowed
+from wakeproxy.waking.labels import DEPENDS_ON, GROUP, HEALTH_CHECK, IDLE_TIMEOUT, OWNER, PORT, port_allowed, reach
 from wakeproxy.runtime.memory import MemoryRuntime
 from wakeproxy.runtime.interface import OwnerLabel
 from wakeproxy.settings import listening_ports
@@ -166,6 +166,9 @@ class _ReadyPlan:
 
     def probe(self, container):
         return succeed(1)
+
+    def reach(self, container):
+        return reach(container)
 
     def route(self, container):
         return None

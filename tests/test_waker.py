@@ -13,7 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from wakeproxy.runtime.memory import MemoryRuntime
 from wakeproxy.waking.readiness import ReadinessPlan
 from wakeproxy.runtime.interface import NoSuchInstance, RuntimeFailure
-from wakeproxy.waking.waker import RETRY_AFTER, WakeFailure, WakeReport, Waker
+from wakeproxy.waking.labels import reach
+from wakeproxy.waking.waker import RETRY_AFTER, Ticket, WakeFailure, WakeReport, Waker
 
 APP = "app"
 OTHER = "other"
@@ -40,6 +41,9 @@ class FakePlan:
 
     def docker_health_required(self, container):
         return self.docker_health
+
+    def reach(self, container):
+        return reach(container)
 
     def probe(self, container):
         if not self.probing:
@@ -97,10 +101,23 @@ class WakerTestsMixin:
         d = waker.wait_ready(name)
         if self.plan.probes and not self.plan.probes[-1].called:
             self.plan.probes[-1].callback(True)
-        report = self.successResultOf(d)
-        self.assertIsInstance(report, WakeReport)
+        report = self.assertWoken(d)
         self.assertTrue(waker.is_ready(name))
         return report
+
+    def assertWoken(self, d):
+        """C{d} fired with a ticket from a wake: return the wake's report."""
+        ticket = self.successResultOf(d)
+        self.assertIsInstance(ticket, Ticket)
+        self.assertIsInstance(ticket.report, WakeReport)
+        return ticket.report
+
+    def assertAlreadyReady(self, d):
+        """C{d} fired with the ticket of an instance that was ready without a wake: return it."""
+        ticket = self.successResultOf(d)
+        self.assertIsInstance(ticket, Ticket)
+        self.assertIsNone(ticket.report)
+        return ticket
 
 
 class ReadyTests(WakerTestsMixin, SynchronousTestCase):
@@ -113,7 +130,7 @@ class ReadyTests(WakerTestsMixin, SynchronousTestCase):
         self.assertFalse(waker.is_ready(APP))
         self.woken(waker)
         self.assertTrue(waker.is_ready(APP))
-        self.assertIsNone(self.successResultOf(waker.wait_ready(APP)))
+        self.assertAlreadyReady(waker.wait_ready(APP))
         self.assertEqual(self.runtime.calls["start"], 1)
         self.assertEqual(len(self.plan.probes), 1)
         self.assertEqual(waker.held, 0)
@@ -132,10 +149,10 @@ class ReadyTests(WakerTestsMixin, SynchronousTestCase):
         for d in waiters:
             self.assertNoResult(d)
         self.plan.probes[0].callback(True)
-        reports = [self.successResultOf(d) for d in waiters]
-        self.assertIsInstance(reports[0], WakeReport)
-        for report in reports:
-            self.assertIs(report, reports[0])
+        tickets = [self.successResultOf(d) for d in waiters]
+        self.assertIsInstance(tickets[0].report, WakeReport)
+        for ticket in tickets:
+            self.assertIs(ticket, tickets[0])
         self.assertEqual(waker.held, 0)
         self.assertFalse(self.waking(waker, APP))
         self.assertTrue(waker.is_ready(APP))
@@ -179,7 +196,7 @@ class ReadyTests(WakerTestsMixin, SynchronousTestCase):
         self.assertNoResult(d)
         self.assertEqual(self.runtime.calls["start"], 2)
         self.plan.probes[-1].callback(True)
-        self.assertIsInstance(self.successResultOf(d), WakeReport)
+        self.assertWoken(d)
         self.assertTrue(waker.is_ready(APP))
 
     def test_pausedBehindOurBack(self):
@@ -240,7 +257,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         self.assertNoResult(d)
         self.assertFalse(waker.is_ready(APP))
         self.plan.probes[0].callback(True)
-        report = self.successResultOf(d)
+        report = self.assertWoken(d)
         self.assertEqual(report.phases, {"start": 0.0, "health": 1.0})
         self.assertTrue(waker.is_ready(APP))
 
@@ -253,7 +270,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         self.assertNoResult(d)
         probe = self.plan.probes[0]
         self.runtime.set_health(APP, "healthy")
-        self.assertIsInstance(self.successResultOf(d), WakeReport)
+        self.assertWoken(d)
         self.assertTrue(waker.is_ready(APP))
         self.assertEqual(self.plan.cancelled, [probe])
 
@@ -262,7 +279,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         self.runtime.add_managed(APP, state="running", healthcheck=True)
         self.runtime.set_health(APP, "healthy")
         waker = self.waker()
-        self.assertIsInstance(self.successResultOf(waker.wait_ready(APP)), WakeReport)
+        self.assertWoken(waker.wait_ready(APP))
         self.assertEqual(self.plan.probes, [])
 
     def test_dockerHealthRequired(self):
@@ -275,7 +292,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         self.clock.advance(TIMEOUT / 2)
         self.assertNoResult(d)
         self.runtime.set_health(APP, "healthy")
-        self.assertIsInstance(self.successResultOf(d), WakeReport)
+        self.assertWoken(d)
 
     def test_readyDelay(self):
         """Nothing to probe and no HEALTHCHECK: ready C{ready_delay} seconds after the start."""
@@ -287,7 +304,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         self.clock.advance(0.25)
         self.assertNoResult(d)
         self.clock.advance(0.25)
-        report = self.successResultOf(d)
+        report = self.assertWoken(d)
         self.assertEqual(report.phases["health"], 0.5)
 
     def test_readyDelayZero(self):
@@ -298,7 +315,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         d = waker.wait_ready(APP)
         self.assertNoResult(d)
         self.clock.advance(0)
-        self.assertIsInstance(self.successResultOf(d), WakeReport)
+        self.assertWoken(d)
 
     def test_noProbeWithHealthcheckWaitsForDocker(self):
         """Nothing to probe but a HEALTHCHECK: the delay does not apply, Docker's verdict does."""
@@ -309,7 +326,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         self.clock.advance(TIMEOUT / 2)
         self.assertNoResult(d)
         self.runtime.set_health(APP, "healthy")
-        self.assertIsInstance(self.successResultOf(d), WakeReport)
+        self.assertWoken(d)
 
 
 class RouteTests(WakerTestsMixin, SynchronousTestCase):
@@ -332,7 +349,7 @@ class RouteTests(WakerTestsMixin, SynchronousTestCase):
         self.assertNoResult(d)
         self.assertFalse(waker.is_ready(APP))
         self.plan.routes[0].callback(True)
-        report = self.successResultOf(d)
+        report = self.assertWoken(d)
         self.assertEqual(list(report.phases), ["start", "health", "route"])
         self.assertEqual(report.phases, {"start": 1.0, "health": 0.25, "route": 0.125})
         self.assertEqual(report.total, 1.375)
@@ -407,7 +424,7 @@ class TimeoutTests(WakerTestsMixin, SynchronousTestCase):
         self.assertTrue(self.waking(waker, APP))
         self.assertEqual(len(self.plan.probes), 2)
         self.plan.probes[1].callback(True)
-        self.assertIsInstance(self.successResultOf(d), WakeReport)
+        self.assertWoken(d)
         self.assertEqual(self.runtime.calls["start"], 1)
         self.assertEqual(self.last_outcome(waker), "woken")
 
@@ -425,7 +442,7 @@ class TimeoutTests(WakerTestsMixin, SynchronousTestCase):
         d = waker.wait_ready(APP)
         self.plan.probes[1].callback(True)
         self.plan.routes[1].callback(True)
-        self.assertIsInstance(self.successResultOf(d), WakeReport)
+        self.assertWoken(d)
         self.assertEqual(self.runtime.calls["start"], 1)
 
     def test_deadlineCountsFromFirstCaller(self):
@@ -634,7 +651,7 @@ class BoundsTests(WakerTestsMixin, SynchronousTestCase):
         waker = self.waker(max_held=1, max_held_per_instance=1)
         self.woken(waker)
         for _ in range(5):
-            self.assertIsNone(self.successResultOf(waker.wait_ready(APP)))
+            self.assertAlreadyReady(waker.wait_ready(APP))
 
 
 class CancellationTests(WakerTestsMixin, SynchronousTestCase):
@@ -651,8 +668,8 @@ class CancellationTests(WakerTestsMixin, SynchronousTestCase):
         self.assertTrue(self.waking(waker, APP))
         self.assertEqual(self.plan.cancelled, [])
         self.plan.probes[0].callback(True)
-        self.assertIsInstance(self.successResultOf(waiters[0]), WakeReport)
-        self.assertIsInstance(self.successResultOf(waiters[2]), WakeReport)
+        self.assertWoken(waiters[0])
+        self.assertWoken(waiters[2])
         self.assertEqual(waker.held, 0)
 
     def test_cancelAll(self):
@@ -683,7 +700,7 @@ class CancellationTests(WakerTestsMixin, SynchronousTestCase):
         self.failureResultOf(first, CancelledError)
         second = waker.wait_ready(APP)
         self.plan.probes[0].callback(True)
-        self.assertIsInstance(self.successResultOf(second), WakeReport)
+        self.assertWoken(second)
 
     def test_cancelAfterRelease(self):
         """Cancelling a waiter that already fired changes nothing."""
@@ -692,7 +709,7 @@ class CancellationTests(WakerTestsMixin, SynchronousTestCase):
         d = waker.wait_ready(APP)
         self.plan.probes[0].callback(True)
         d.cancel()
-        self.assertIsInstance(self.successResultOf(d), WakeReport)
+        self.assertWoken(d)
         self.assertEqual(waker.held, 0)
 
 
@@ -716,7 +733,7 @@ class RealPlanTests(SynchronousTestCase):
         d = waker.wait_ready(APP)
         clock.advance(0.05)
         runtime.set_health(APP, "healthy")
-        self.assertIsInstance(self.successResultOf(d), WakeReport)
+        self.assertIsInstance(self.successResultOf(d).report, WakeReport)
         del d
         gc.collect()
         self.assertEqual(self.flushLoggedErrors(CancelledError), [])
@@ -770,7 +787,7 @@ class SleepAndHaltTests(WakerTestsMixin, SynchronousTestCase):
         self.successResultOf(halted)
         self.assertEqual(self.runtime.calls["start"], 2)  # then it is woken again for the held request
         self.plan.probes[-1].callback(True)
-        self.assertIsInstance(self.successResultOf(held), WakeReport)
+        self.assertWoken(held)
 
     def test_haltOfAnUnknownNameFailsAndKeepsNothing(self):
         waker = self.waker()

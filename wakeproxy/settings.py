@@ -35,6 +35,7 @@ from wakeproxy.waking.wakepolicy import DEFAULT_NO_WAKE_PATHS, parse_wake_rate
 __all__ = [
     "AccessSettings",
     "ApiSettings",
+    "PeerSettings",
     "ProxySettings",
     "RuntimeSettings",
     "Settings",
@@ -120,6 +121,15 @@ class WakingSettings:
 
 
 @dataclass(frozen=True)
+class PeerSettings:
+    """Replicas acting as one (--peer): whom to ask before stopping an instance, and the secret they share."""
+
+    urls: tuple[str, ...] = ()
+    secret: Optional[str] = None
+    fence_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class ApiSettings:
     """The deploy API listener: who may sign in, and what it may create."""
 
@@ -164,6 +174,7 @@ class Settings:
     waking: WakingSettings = WakingSettings()
     api: ApiSettings = ApiSettings()
     access: AccessSettings = AccessSettings()
+    peers: PeerSettings = PeerSettings()
     #: inclusive port ranges a tenant's wakeproxy.port may name (--allow-port), at create and at wake.
     allow_ports: tuple[tuple[int, int], ...] = tuple(DEFAULT_ALLOW_PORTS)
     #: peers whose X-Forwarded-* headers are believed (--trusted-proxy), on both listeners.
@@ -185,7 +196,7 @@ def from_options(options: Mapping[str, Any]) -> Settings:
     proxy = _proxy(options)
     api = _api(options)
     return Settings(runtime=runtime, proxy=proxy, waking=waking, api=api, access=_access(options),
-                    allow_ports=tuple(options["allow-port"]) or tuple(DEFAULT_ALLOW_PORTS),
+                    peers=_peers(options, waking.stop_timeout), allow_ports=tuple(options["allow-port"]) or tuple(DEFAULT_ALLOW_PORTS),
                     trusted_proxies=tuple(options["trusted-proxy"]))
 
 
@@ -194,6 +205,27 @@ def _runtime(o: Mapping[str, Any]) -> RuntimeSettings:
         os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
     return RuntimeSettings(docker_url=docker_url, owner=_parsed(parse_owner_label, o, "owner-label"),
                            threads=_positive(o, "docker-threads"), kind=o.get("runtime", "docker"))
+
+
+def _peers(o: Mapping[str, Any], stop_timeout: float) -> PeerSettings:
+    urls = tuple(o.get("peer") or ())
+    fence_timeout = _duration(o, "peer-fence-timeout")
+    if urls and fence_timeout <= stop_timeout + 5:
+        raise usage.UsageError("--peer-fence-timeout must be longer than --stop-timeout plus 5s: a peer's fence "
+                               "has to outlast the stop it guards")
+    path = o.get("peer-secret-file")
+    if path is None:
+        if urls:
+            raise usage.UsageError("--peer needs --peer-secret-file (the secret replicas share)")
+        return PeerSettings(fence_timeout=fence_timeout)
+    try:
+        with open(path, encoding="utf-8") as f:
+            secret = f.read().strip()
+    except (OSError, UnicodeError) as e:
+        raise usage.UsageError("--peer-secret-file: cannot read {!r} ({})".format(path, e))
+    if len(secret) < 16:
+        raise usage.UsageError("--peer-secret-file: the secret must have at least 16 characters")
+    return PeerSettings(urls, secret, fence_timeout)
 
 
 def _waking(o: Mapping[str, Any]) -> WakingSettings:

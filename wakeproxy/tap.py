@@ -24,7 +24,7 @@ from twisted.web.server import Site
 
 from wakeproxy.api.deployspec import CreatePolicy
 from wakeproxy.http.access import COOKIE as ACCESS_COOKIE
-from wakeproxy.settings import AccessSettings, RuntimeSettings, Settings, from_options, parse_port_range
+from wakeproxy.settings import AccessSettings, PeerSettings, RuntimeSettings, Settings, from_options, parse_port_range
 
 __all__ = ["Options", "create_policy", "makeService"]
 
@@ -106,6 +106,10 @@ class Options(usage.Options):
          "With --access forward-auth: response headers (H1,H2) copied onto the upstream request [default: none]."],
         ["forward-auth-cache", None, "0",
          "With --access forward-auth: how long an answer is reused per credential and instance (0: never)."],
+        ["peer-secret-file", None, None,
+         "File holding the secret (at least 16 characters) that replicas (--peer) present to each other."],
+        ["peer-fence-timeout", None, "30s",
+         "How long a peer's fence holds an instance's new requests at most, if its stopper never releases it."],
     ]
     optFlags = [
         ["keep-path", None, "With --select path:PREFIX, forward the path unchanged."],
@@ -126,6 +130,14 @@ class Options(usage.Options):
         self["no-wake-user-agent"] = []
         self["trusted-proxy"] = []
         self["allow-port"] = []
+        self["peer"] = []
+
+    def opt_peer(self, url: str) -> None:
+        """Another replica's API listener URL (repeatable): instances are stopped only when every peer agrees."""
+        if not url.startswith(("http://", "https://")):
+            raise usage.UsageError("--peer: use the http:// or https:// URL of a replica's API listener, got {!r}"
+                                   .format(url))
+        self["peer"].append(url)
 
     def opt_listen(self, description: str) -> None:
         """Endpoint for proxied traffic (repeatable) [default: tcp:8000]."""
@@ -207,13 +219,13 @@ def makeService(options: Options, reactor=None) -> MultiService:
     runtime.setServiceParent(top)
     metrics = process_registry()
     policy = create_policy(settings)  # tenants' ports: the same at create (the API) and at wake
-    ports = (policy.allow_ports, policy.forbidden_ports)
     plan = ReadinessPlan(reactor, Prober(reactor), direct=proxy.direct, traefik_api=waking.traefik_api,
-                         ready_delay=waking.ready_delay, allow_ports=ports[0], forbidden_ports=ports[1])
+                         ready_delay=waking.ready_delay, allow_ports=policy.allow_ports,
+                         forbidden_ports=policy.forbidden_ports)
     waker = Waker(reactor, runtime, plan, wake_timeout=waking.wake_timeout, max_held=waking.max_held,
                   max_held_per_instance=waking.max_held_per_instance, stop_timeout=waking.stop_timeout,
                   wake_rate=waking.wake_rate, metrics=metrics)
-    idle = IdleStopper(reactor, runtime, waker, waking.idle_timeout)
+    idle = IdleStopper(reactor, runtime, waker, waking.idle_timeout, peers=_peers(settings.peers, reactor))
     idle.setServiceParent(top)
 
     tls_policy = _tls_policy(proxy.upstream_ca)
@@ -223,8 +235,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         home_url=proxy.home_url, max_upstream_per_instance=proxy.max_upstream_per_instance,
         policy=WakePolicy(waking.no_wake_paths, waking.no_wake_user_agents), loading_page=proxy.loading_page,
         home_path=proxy.home_path, home_upstream=upstream_from_url(home) if home else None,
-        idle_tunnel=waking.idle_tunnel, clock=reactor, gate=_gate(settings.access, reactor, tls_policy, runtime),
-        ports=ports)
+        idle_tunnel=waking.idle_tunnel, clock=reactor, gate=_gate(settings.access, reactor, tls_policy, runtime))
     pool = UpstreamPool(reactor, connect_timeout=proxy.connect_timeout, idle_timeout=proxy.upstream_idle_timeout,
                         tls_policy=tls_policy)
     relay = RelayFactory(
@@ -239,8 +250,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
     api_site = QuietSite(api_resource(api, runtime, waker, reactor, policy=policy, access=settings.access,
                                       trusted_proxies=settings.trusted_proxies, stop_timeout=waking.stop_timeout,
-                                      activity=idle.activity,
-                                      metrics=metrics),
+                                      activity=idle.activity, metrics=metrics, peer_secret=settings.peers.secret),
                          requestFactory=limited_request(api.max_body), reactor=reactor)
     StreamServerEndpointService(serverFromString(reactor, api.listen), api_site).setServiceParent(top)
     reactor.addSystemEventTrigger("before", "shutdown", _repeated_signals_wait, proxy.drain_timeout)
@@ -266,6 +276,19 @@ def _tls_policy(upstream_ca: Optional[str]):
 
     with open(upstream_ca, "rb") as f:
         return BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
+
+
+def _peers(peers: PeerSettings, reactor):
+    """C{--peer}: the replicas asked before an instance is stopped (waking/peers.py); None without any."""
+    if not peers.urls:
+        return None
+    from twisted.web.client import HTTPConnectionPool
+
+    from wakeproxy.httpclient import make_agent
+    from wakeproxy.waking.peers import CALL_TIMEOUT, Peers, http_caller
+
+    agent = make_agent(reactor, HTTPConnectionPool(reactor, persistent=False), CALL_TIMEOUT)
+    return Peers(peers.urls, http_caller(reactor, agent, peers.secret), fence_seconds=peers.fence_timeout)
 
 
 def _gate(access: AccessSettings, reactor, tls_policy, runtime):

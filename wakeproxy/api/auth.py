@@ -178,8 +178,3 @@ class Authenticator:
 def _peer(request) -> str:
     address = request.getClientAddress()
     return getattr(address, "host", None) or str(getattr(address, "name", None) or "local")
-
-
-def _peer(request) -> str:
-    address = request.getClientAddress()
-    return getattr(address, "host", None) or str(getattr(address, "name", None) or "local")

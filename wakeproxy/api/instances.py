@@ -289,10 +289,10 @@ class InstanceOperations:
         d.addCallback(lambda _: self._show(reply, name))
         d.addErrback(answer_engine_failure, reply, name)
 
-    def _ready(self, report, reply: Reply, name: str) -> None:
+    def _ready(self, ticket, reply: Reply, name: str) -> None:
         headers = {}
-        if report is not None:
-            headers = {b"server-timing": report.server_timing(), b"x-wakeproxy-woke": b"1"}
+        if ticket.report is not None:
+            headers = {b"server-timing": ticket.report.server_timing(), b"x-wakeproxy-woke": b"1"}
         self._show(reply, name, headers)
 
     def _wake_failed(self, failure: Failure, reply: Reply) -> None:

@@ -42,6 +42,7 @@ from wakeproxy.api.deployspec import CreatePolicy
 from wakeproxy.api.instances import InstanceOperations
 from wakeproxy.api.loginlimit import LoginLimiter
 from wakeproxy.api.passwd import PasswdFile
+from wakeproxy.api.peer import PeerResource
 from wakeproxy.api.reply import Reply, crashed, not_found
 from wakeproxy.api.statuspage import HEADERS as UI_HEADERS
 from wakeproxy.api.statuspage import PAGE as UI_PAGE
@@ -246,7 +247,7 @@ class _Metrics(_Readable):
 
 def api_resource(settings: ApiSettings, runtime, waker, reactor, policy: CreatePolicy,
                  access: AccessSettings = AccessSettings(), trusted_proxies=(), stop_timeout: float = 10.0,
-                 activity=None, metrics=None) -> Resource:
+                 activity=None, metrics=None, peer_secret: Optional[str] = None) -> Resource:
     """
     The deploy API's resource tree for C{settings} (its listener's group), creating what C{policy} allows,
     issuing the access tokens C{access} describes, believing the X-Forwarded-* of C{trusted_proxies},
@@ -279,4 +280,6 @@ def api_resource(settings: ApiSettings, runtime, waker, reactor, policy: CreateP
     root.putChild(b"ui", _Ui())
     root.putChild(b"metrics", _Metrics(metrics if metrics is not None else CollectorRegistry(),
                                        auth if settings.metrics_auth else None))
+    if peer_secret:
+        root.putChild(b"peer", PeerResource(waker, peer_secret))
     return root

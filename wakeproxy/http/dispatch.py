@@ -22,6 +22,7 @@ The relay (L{relay.Exchange}) carries the decision out; this module never touche
 from __future__ import annotations
 
 from collections import deque
+from functools import lru_cache
 from typing import Callable, Optional
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -30,11 +31,11 @@ from twisted.logger import Logger
 from wakeproxy import answers
 from wakeproxy.http.upstreampool import Upstream
 from wakeproxy.http.headers import is_origin_form
-from wakeproxy.waking.labels import DEFAULT_ALLOW_PORTS, AddressError, direct_address, idle_tunnel, loading_page, port_allowed
+from wakeproxy.waking.labels import idle_tunnel, loading_page
 from wakeproxy.http.loadingpage import STATUS_HEADER
 from wakeproxy.runtime.interface import IContainerRuntime
 from wakeproxy.http.selector import Head, Selection
-from wakeproxy.waking.waker import WakeFailure, WakeReport, Waker
+from wakeproxy.waking.waker import Ticket, WakeFailure, Waker
 from wakeproxy.waking.wakepolicy import WakePolicy
 
 __all__ = ["Dispatcher", "SYNC_TIMEOUT"]
@@ -72,8 +73,7 @@ class Dispatcher:
     def __init__(self, selector: Callable[[Head], Selection], runtime: IContainerRuntime, waker: Waker,
                  upstream: Optional[Upstream] = None, home_url: str = "/home", max_upstream_per_instance: int = 64,
                  policy: Optional[WakePolicy] = None, loading_page: bool = False, home_path: Optional[str] = None,
-                 home_upstream: Optional[Upstream] = None, idle_tunnel: str = "data", clock=None, gate=None,
-                 ports=None):
+                 home_upstream: Optional[Upstream] = None, idle_tunnel: str = "data", clock=None, gate=None):
         self._selector = selector
         self._reads = getattr(selector, "reads", None)  # the one header a selection depends on, if any
         self._selections: dict = {}
@@ -85,15 +85,12 @@ class Dispatcher:
         self._home_upstream = home_upstream
         self._max_upstream = max_upstream_per_instance
         self._slots: dict[str, _Slots] = {}
-        self._direct: dict[str, tuple] = {}
         self._policy = policy or WakePolicy()
         self._loading_page = loading_page
         self._idle_tunnel = idle_tunnel
         self._tunnels: dict[str, set] = {}
         self._clock = clock
         self._gate = gate  # who may use an instance (gate.py); None: everyone (--access open)
-        #: (allowed port ranges, wakeproxy's own ports) for tenants' instances in direct mode
-        self._ports = ports or (DEFAULT_ALLOW_PORTS, ())
         self._synced = False
         runtime.watch(self._forget)
         runtime.ready().addCallback(self._sync_done)
@@ -102,7 +99,6 @@ class Dispatcher:
     def _forget(self, name: str, container) -> None:
         if container is None:
             self._slots.pop(name, None)
-            self._direct.pop(name, None)
 
     def _sync_done(self, _) -> None:
         self._synced = True
@@ -177,8 +173,9 @@ class Dispatcher:
             exchange.answer(answers.status(name, self._waker.is_ready(name), self._waker.describe(name)))
             return
         wakes = self._policy.wakes(uri, noted.get(b"user-agent"))
-        if self._waker.is_ready(name):
-            self._forward(exchange, name, uri, (), wakes, container)
+        ticket = self._waker.ticket(name)
+        if ticket is not None:
+            self._forward(exchange, name, uri, (), wakes, ticket)
             return
         if not wakes:
             exchange.answer(answers.problem(503, "instance {} is asleep and this request (its path or user agent) "
@@ -236,13 +233,13 @@ class Dispatcher:
         else:
             exchange.answer(answers.problem(status, detail))
 
-    def _woken(self, report: Optional[WakeReport], exchange, name: str, uri: bytes) -> None:
+    def _woken(self, ticket: Ticket, exchange, name: str, uri: bytes) -> None:
         exchange.on_gone = None
         extra = ()
-        if report is not None:
-            exchange.woke = report.server_timing()
+        if ticket.report is not None:
+            exchange.woke = ticket.report.server_timing()
             extra = ((b"Server-Timing", exchange.woke), (b"X-Wakeproxy-Woke", b"1"))
-        self._forward(exchange, name, uri, extra, True)
+        self._forward(exchange, name, uri, extra, True, ticket)
 
     def _wake_failed(self, failure, exchange) -> None:
         exchange.on_gone = None
@@ -257,29 +254,14 @@ class Dispatcher:
 
     # forwarding: slots and activity
 
-    def _forward(self, exchange, name: str, uri: bytes, extra, counted: bool, container=None) -> None:
+    def _forward(self, exchange, name: str, uri: bytes, extra, counted: bool, ticket: Ticket) -> None:
         upstream = self._upstream
         if upstream is None:
-            if container is None:
-                container = self._runtime.get(name)
-            cached = self._direct.get(name)
-            if cached is not None and cached[0] is container:
-                upstream = cached[1]  # same snapshot as last time: same address
-            else:
-                refused = port_allowed(container, *self._ports)
-                if refused is not None:
-                    self.log.warn("not forwarding to {instance}: {why}", instance=name, why=refused)
-                    exchange.answer(answers.problem(502, "instance {} has no address wakeproxy may forward to (see "
-                                                         "wakeproxy's log)".format(name)))
-                    return
-                try:
-                    upstream = Upstream("http", *direct_address(container))
-                except AddressError as e:
-                    self.log.warn("no address for {instance}: {why}", instance=name, why=str(e))
-                    exchange.answer(answers.problem(502, "instance {} has no address wakeproxy can reach (see "
-                                                         "wakeproxy's log)".format(name)))
-                    return
-                self._direct[name] = (container, upstream)
+            address = ticket.reach.address  # the waker's: derived once per snapshot
+            if address is None:
+                self._unreachable(exchange, name, ticket.reach)
+                return
+            upstream = _direct_upstream(address)
         slots = self._slots.get(name)
         if slots is None:
             slots = self._slots[name] = _Slots()
@@ -298,6 +280,17 @@ class Dispatcher:
         item = (exchange, upstream, uri, extra)
         slots.queue.append(item)
         exchange.on_gone = lambda: _discard(slots.queue, item)
+
+    def _unreachable(self, exchange, name: str, reach) -> None:
+        """Direct mode, and the instance's labels give no address wakeproxy may (or can) forward to: 502."""
+        if reach.refused is not None:
+            self.log.warn("not forwarding to {instance}: {why}", instance=name, why=reach.refused)
+            exchange.answer(answers.problem(502, "instance {} has no address wakeproxy may forward to (see "
+                                                 "wakeproxy's log)".format(name)))
+        else:
+            self.log.warn("no address for {instance}: {why}", instance=name, why=reach.unknown)
+            exchange.answer(answers.problem(502, "instance {} has no address wakeproxy can reach (see "
+                                                 "wakeproxy's log)".format(name)))
 
     def _release(self, name: str) -> None:
         slots = self._slots.get(name)
@@ -351,6 +344,12 @@ class Dispatcher:
 
     def tunnels(self, name: str) -> int:
         return len(self._tunnels.get(name, ()))
+
+
+@lru_cache(maxsize=4096)
+def _direct_upstream(address: tuple) -> Upstream:
+    """The pool's key for an app's (host, port): one value per address (a pure memo, not instance state)."""
+    return Upstream("http", *address)
 
 
 def _discard(queue: deque, item) -> None:

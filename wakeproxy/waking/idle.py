@@ -6,7 +6,8 @@ An instance is idle when nothing is in flight (no request, no streamed download 
 stop is under way, and its last exchange ended at least its idle timeout ago (label
 C{wakeproxy.idle-timeout}, else C{--idle-timeout}). Groups (label C{wakeproxy.group}) sleep together once
 every running member is idle, dependents before their dependencies; an instance that a running
-instance depends on (C{wakeproxy.depends-on}) is never stopped before it.
+instance depends on (C{wakeproxy.depends-on}) is never stopped before it. With peers (C{--peer}), every
+peer must fence the instance and say it is idle too (L{wakeproxy.waking.peers}).
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from twisted.logger import Logger
 
 from wakeproxy.waking.labels import depends_on, group, idle_timeout, stop_method
 from wakeproxy.runtime.interface import Container, IContainerRuntime
+from wakeproxy.waking.peers import Peers
 from wakeproxy.waking.waker import Waker
 
-__all__ = ["IdleStopper", "sleep_order"]
+__all__ = ["IdleStopper", "PEER_RETRY", "sleep_order"]
+
+#: seconds before asking again about an instance when a peer could not be reached
+PEER_RETRY = 5.0
 
 
 def sleep_order(members: list[Container]) -> list[Container]:
@@ -46,7 +51,7 @@ class IdleStopper(Service):
     log = Logger()
 
     def __init__(self, clock, runtime: IContainerRuntime, waker: Waker, default_timeout: Optional[float],
-                 interval: float = 1.0):
+                 interval: float = 1.0, peers: Optional[Peers] = None):
         self._clock = clock
         self._runtime = runtime
         self._waker = waker
@@ -55,6 +60,9 @@ class IdleStopper(Service):
         self._loop = LoopingCall(self.sweep)
         self._loop.clock = clock
         self._busy: set[str] = set()
+        self._peers = peers
+        #: unit -> when to ask the peers about it again (after a peer could not be reached)
+        self._not_before: dict[str, float] = {}
 
     def startService(self) -> None:
         Service.startService(self)
@@ -87,13 +95,33 @@ class IdleStopper(Service):
         for c in running:
             units.setdefault("group:" + group(c) if group(c) else "instance:" + c.name, []).append(c)
         for key, members in units.items():
-            if key in self._busy:
+            if key in self._busy or self._not_before.get(key, 0) > now:
                 continue
             names = {c.name for c in members}
             if any(c.name in depended and not self._only_members_depend(c.name, running, names) for c in members):
                 continue
             if all(self._expired(c, now) for c in members):
                 self._sleep_unit(key, sleep_order(members))
+
+    async def _agreed_sleep(self, key: str, member: Container) -> bool:
+        """Sleep C{member} only if every peer, fenced, says idle; the fences go once it is down (or not)."""
+        name = member.name
+        token, reason, unreachable = await self._peers.fence(name, idle_timeout(member, self._default))
+        try:
+            if reason is not None:
+                if unreachable:
+                    self.log.warn("not stopping {instance}: {reason}; an instance is only stopped when every "
+                                  "peer agrees", instance=name, reason=reason)
+                    self._not_before[key] = self._clock.seconds() + PEER_RETRY
+                else:
+                    self.log.debug("not stopping {instance}: {reason}", instance=name, reason=reason)
+                return False
+            current = self._runtime.get(name)
+            if current is None or not self._expired(current, self._clock.seconds()):
+                return False  # used here while the peers were asked
+            return await self._waker.sleep(name, stop_method(member))
+        finally:
+            await self._peers.release(name, token)
 
     def _only_members_depend(self, name: str, running: list[Container], members: set[str]) -> bool:
         return all(c.name in members for c in running if name in depends_on(c, self._runtime.get))
@@ -107,9 +135,12 @@ class IdleStopper(Service):
 
         async def run() -> None:
             for member in members:
-                slept = await self._waker.sleep(member.name, stop_method(member))
+                if self._peers:
+                    slept = await self._agreed_sleep(key, member)
+                else:
+                    slept = await self._waker.sleep(member.name, stop_method(member))
                 if not slept:
-                    return  # a request arrived: the rest stays up
+                    return  # a request arrived (here or at a peer): the rest stays up
 
         d = Deferred.fromCoroutine(run())
         d.addErrback(lambda f: self.log.failure("putting {unit} to sleep failed", f, unit=key))

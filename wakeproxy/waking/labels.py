@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 from urllib.parse import quote
 
@@ -23,7 +24,8 @@ from wakeproxy.runtime.interface import Container
 __all__ = ["PORT", "NETWORK", "HEALTH_CHECK", "SEED_HEALTH_CHECK", "ROUTER", "IDLE_TIMEOUT", "STOP_METHOD",
            "GROUP", "DEPENDS_ON", "LOADING_PAGE", "IDLE_TUNNEL", "OWNER", "DEFAULT_ALLOW_PORTS", "depends_on",
            "direct_address", "group", "health_check_ignored", "health_check_problem", "health_check_url",
-           "idle_timeout", "idle_tunnel", "loading_page", "owner_of", "port_allowed", "port_problem", "router_name",
+           "idle_timeout", "idle_tunnel", "loading_page", "owner_of", "port_allowed", "port_problem", "Reach", "reach",
+           "router_name",
            "same_owner", "stop_method", "instance_owns", "router_labels", "router_rule", "traefik_label_problem"]
 
 PORT = "wakeproxy.port"
@@ -156,6 +158,31 @@ def port_allowed(container: Container, allow_ports: Sequence[tuple[int, int]] = 
         return None
     problem = port_problem(int(raw), container.network_mode == "host", allow_ports, forbidden_ports)
     return None if problem is None else "instance {}: {}".format(container.name, problem)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """
+    Where an instance's app listens (C{address}), or why wakeproxy may not go there (C{refused}: a tenant's
+    port outside the policy) or does not know where it is (C{unknown}: labels missing or wrong). Exactly
+    one of the three is set.
+    """
+
+    address: Optional[tuple[str, int]] = None
+    refused: Optional[str] = None
+    unknown: Optional[str] = None
+
+
+def reach(container: Container, allow_ports: Sequence[tuple[int, int]] = DEFAULT_ALLOW_PORTS,
+          forbidden_ports: Iterable[int] = ()) -> Reach:
+    """L{port_allowed}, then L{direct_address}: where wakeproxy probes and forwards to, in direct mode."""
+    refused = port_allowed(container, allow_ports, forbidden_ports)
+    if refused is not None:
+        return Reach(refused=refused)
+    try:
+        return Reach(address=direct_address(container))
+    except AddressError as e:
+        return Reach(unknown=str(e))
 
 
 def _ranges(ranges: Sequence[tuple[int, int]]) -> str:

@@ -21,15 +21,7 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from wakeproxy.httpclient import make_agent, read_body
-from wakeproxy.waking.labels import (
-    DEFAULT_ALLOW_PORTS,
-    AddressError,
-    direct_address,
-    health_check_ignored,
-    health_check_url,
-    port_allowed,
-    router_name,
-)
+from wakeproxy.waking.labels import DEFAULT_ALLOW_PORTS, Reach, health_check_ignored, health_check_url, reach, router_name
 from wakeproxy.runtime.interface import Container
 
 __all__ = ["Prober", "ReadinessPlan", "poll_until"]
@@ -184,16 +176,17 @@ class ReadinessPlan:
     def docker_health_required(self, container: Container) -> bool:
         return not self.direct and container.health != "none"
 
+    def reach(self, container: Container) -> Reach:
+        """Where the app listens and may be probed and forwarded to (see L{wakeproxy.waking.labels.reach})."""
+        return reach(container, self.allow_ports, self.forbidden_ports)
+
     def probe(self, container: Container) -> Optional[Deferred]:
         """A running poll that fires once the app answers, or None when there is nothing to probe."""
-        refused = port_allowed(container, self.allow_ports, self.forbidden_ports)
-        if refused is not None:
-            log.warn("not probing {instance}: {why}", instance=container.name, why=refused)
+        where = self.reach(container)
+        if where.refused is not None:
+            log.warn("not probing {instance}: {why}", instance=container.name, why=where.refused)
             return None
-        try:
-            address: Optional[tuple[str, int]] = direct_address(container)
-        except AddressError:
-            address = None
+        address = where.address
         ignored = health_check_ignored(container)
         if ignored is not None:
             log.warn("instance {instance}: {why}; ignored, probing its own address instead", instance=container.name,
