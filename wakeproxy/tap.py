@@ -312,6 +312,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     from wakeproxy.api.bodylimit import limited_request
     from wakeproxy.runtime.docker import DockerRuntime
     from wakeproxy.metrics import Registry
+    from wakeproxy.listeners import listening_endpoint
     from wakeproxy.proxy import ProxyService
 
     if options["access"] == "open":
@@ -326,12 +327,12 @@ def makeService(options: Options, reactor=None) -> MultiService:
     proxy = ProxyService(options, runtime, reactor, metrics)
     proxy.setServiceParent(top)
     for description in options["listen"]:
-        StreamServerEndpointService(serverFromString(reactor, description), proxy.relay).setServiceParent(top)
+        StreamServerEndpointService(listening_endpoint(reactor, description), proxy.relay).setServiceParent(top)
 
     api_site = QuietSite(api_resource(options, runtime, proxy.waker, reactor, activity=proxy.activity,
                                          metrics=metrics),
                          requestFactory=limited_request(options["max-api-body"]), reactor=reactor)
-    StreamServerEndpointService(serverFromString(reactor, options["api-listen"]), api_site).setServiceParent(top)
+    StreamServerEndpointService(listening_endpoint(reactor, options["api-listen"]), api_site).setServiceParent(top)
     reactor.addSystemEventTrigger("before", "shutdown", _repeated_signals_wait, options["drain-timeout"])
     return top
 
