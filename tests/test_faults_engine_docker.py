@@ -215,3 +215,206 @@ class ClientsVanishWhileHeld(_FaultCase):
                                   baseline_unix=baseline_unix)
         print("[faults/vanish] all fds back to baseline {} ({} unix; now {}, {} unix) {:.1f}s after the last"
               " wake".format(baseline, baseline_unix, _fds(pid), _unix_fds(pid), took))
+
+
+# 2. the engine restarted under warm load
+
+
+class _WarmLoad:
+    """Requests to one instance, one after another on each of C{clients} threads, until L{stop}."""
+
+    def __init__(self, server, name: str, clients: int = 4, timeout: float = 10):
+        import threading
+
+        self.results: list = []  # (started, ended, status or error name)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(server.proxy_url, name, timeout), daemon=True)
+                         for _ in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, url: str, name: str, timeout: float) -> None:
+        with requests.Session() as session:
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    r = session.get(url + "/", headers=_cookie(name), timeout=timeout)
+                    outcome = r.status_code
+                    woke = r.headers.get("x-wakeproxy-woke")
+                except requests.RequestException as e:
+                    outcome, woke = type(e).__name__, None
+                self.results.append((t0, time.monotonic(), outcome, woke))
+
+    def stop(self) -> list:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        return self.results
+
+
+class EngineRestartedUnderLoad(_FaultCase):
+    def restart_under_load(self, *flags: str) -> tuple:
+        """
+        A private engine (dockerd C{flags}) restarted while four clients keep requesting a running instance;
+        returns what the checks need. Every request must end within its 10 s deadline.
+        """
+        engine = PrivateDockerd(*flags)
+        self.addCleanup(engine.remove)
+        engine.start()
+        engine.load_image(MOCK_IMAGE)
+        self.client = client = docker.APIClient(base_url=engine.url, version="auto", timeout=30)
+        self.addCleanup(client.close)
+        self.name, port = unique_name(), free_port()
+        self.create(self.name, port)
+        self.server = server = self.wakeproxy("--docker-url", engine.url)
+        pid = server.process.pid
+        r = requests.get(server.proxy_url + "/", headers=dict(_cookie(self.name), Connection="close"), timeout=30)
+        self.assertEqual((r.status_code, r.headers.get("x-wakeproxy-woke")), (200, "1"), r.text[:300])
+        time.sleep(1.5)  # the wake's pooled upstream connection closes (--upstream-idle-timeout 1s)
+        self.baseline = _fds(pid), _unix_fds(pid)
+
+        load = _WarmLoad(server, self.name)
+        _poll("warm load under way", lambda: len(load.results) >= 20, 10)
+        down_at = time.monotonic()
+        engine.restart()
+        up_at = time.monotonic()
+        _poll("answers after the engine is back", lambda: sum(
+            1 for r in load.results if r[0] > up_at and r[2] == 200) >= 100, 30)
+        results = load.stop()
+        during = [r for r in results if r[0] >= down_at and r[1] <= up_at]
+        statuses: dict = {}
+        for _, _, outcome, _ in results:
+            statuses[outcome] = statuses.get(outcome, 0) + 1
+        slowest = max(ended - started for started, ended, _, _ in results)
+        ends = sorted(ended for _, ended, _, _ in results)
+        gap = max(b - a for a, b in zip(ends, ends[1:]))
+        print("\n[faults/engine-restart] dockerd {} restarted in {:.1f}s under 4 warm clients: {} requests ({} wholly"
+              " within the restart), answers {}, slowest {:.3f}s, longest gap between answers {:.3f}s; woken"
+              " again: {}; instance {}".format(
+                  " ".join(flags) or "(no --live-restore)", up_at - down_at, len(results), len(during), statuses,
+                  slowest, gap, sum(1 for r in results if r[3] == "1"),
+                  client.inspect_container(self.name)["State"]["Status"]))
+        self.assertLess(slowest, 10.5)
+        return results, during, statuses
+
+    def create(self, name: str, port: int) -> None:
+        key, _, value = self.owner.partition("=")
+        self.client.create_container(
+            MOCK_IMAGE, name=name, labels={"wakeproxy.port": str(port), key: value},
+            environment={"PORT": str(port), "HOST": "127.0.0.1", "IDLE": "0", "INSTANCE": name},
+            host_config=self.client.create_host_config(network_mode="host"))
+
+    def resynced(self) -> None:
+        """
+        The event stream resynced: a container created after the restart is seen (/healthz counts what the
+        runtime knows) and its wake works; fds back to baseline, nothing left behind.
+        """
+        server, client = self.server, self.client
+        other = unique_name()
+        self.create(other, free_port())
+        t0 = time.monotonic()
+        _poll("wakeproxy sees the new container", lambda: requests.get(
+            server.api_url + "/healthz", timeout=5).json().get("instances") == 2, 10)
+        seen = time.monotonic() - t0
+        r = requests.get(server.proxy_url + "/", headers=dict(_cookie(other), Connection="close"), timeout=30)
+        print("[faults/engine-restart] a container created after the restart seen in {:.2f}s; its wake: {} in"
+              " {:.2f}s, X-Wakeproxy-Woke {}".format(seen, r.status_code, time.monotonic() - t0 - seen,
+                                                     r.headers.get("x-wakeproxy-woke")))
+        self.assertEqual((r.status_code, r.headers.get("x-wakeproxy-woke")), (200, "1"), r.text[:300])
+        self.assertEqual(r.json()["instance"], other)
+        gc.collect()
+        self.assertEqual(_client_conns(server.proxy_port), 0)
+        pid = server.process.pid
+        took = self.assertFdsBack(server, self.baseline[0], timeout=20, engine_slack=ENGINE_POOLS,
+                                  baseline_unix=self.baseline[1])
+        print("[faults/engine-restart] fds back to baseline {} ({} unix; now {}, {} unix) in {:.1f}s".format(
+            self.baseline[0], self.baseline[1], _fds(pid), _unix_fds(pid), took))
+        self.assertEqual(sorted(c["Names"][0] for c in client.containers(all=True)),
+                         sorted(["/" + self.name, "/" + other]))
+
+    def test_live_restore(self):
+        """
+        With C{--live-restore} the instance keeps running through the engine's restart: every request is
+        answered 200 (during the restart too), none waits for a wake.
+        """
+        results, during, statuses = self.restart_under_load("--live-restore")
+        self.assertEqual(statuses, {200: len(results)})
+        self.assertGreater(len(during), 0)
+        self.assertEqual([r for r in results if r[3] == "1"], [])  # never woken: it kept running
+        self.assertEqual(self.client.inspect_container(self.name)["State"]["Status"], "running")
+        self.resynced()
+
+    def test_without_live_restore(self):
+        """
+        Without C{--live-restore} the engine stops the instance when it stops (mock_app exits 0 on SIGTERM):
+        requests meanwhile get a documented status (README "Waking") -- 200, 502 (connection refused by the
+        dying app, or the instance exited while waking), 503/504 (the engine is away) -- and once the
+        engine is back the instance is woken again and answers 200.
+        """
+        results, during, statuses = self.restart_under_load()
+        self.assertLessEqual(set(statuses), {200, 502, 503, 504})
+        self.assertEqual([r[2] for r in results[-20:]], [200] * 20)
+        self.assertGreater(sum(1 for r in results if r[3] == "1"), 0)  # woken again after the restart
+        self.resynced()
+
+
+# 9. wakeproxy SIGKILLed and started again while instances run
+
+
+class WakeproxyKilled(_FaultCase):
+    IDLE = 6  # seconds: instance A's idle timeout (label)
+
+    def test_sigkill_and_restart(self):
+        """
+        A (idle timeout 6 s) and B (the default 15 min) run, woken through a first wakeproxy; C sleeps. 4 s
+        after A's last request the first wakeproxy is SIGKILLed and a second one started: it finds A and B
+        running (B is answered without a wake), stops nothing wrongly, and stops A only once a fresh idle
+        clock ran out -- at least 6 s after it started, not 2 s (the old clock); C still wakes.
+        """
+        instances = Instances(owner=self.owner)
+        self.addCleanup(instances.cleanup)
+        a = instances.create(labels={"wakeproxy.idle-timeout": "{}s".format(self.IDLE)})
+        b, c = instances.create(), instances.create()
+        first = self.wakeproxy()
+        for name in (a, b):
+            r = requests.get(first.proxy_url + "/", headers=dict(_cookie(name), Connection="close"), timeout=30)
+            self.assertEqual((r.status_code, r.headers.get("x-wakeproxy-woke")), (200, "1"), r.text[:300])
+        last_a = time.monotonic()
+        time.sleep(self.IDLE - 2)
+        first.process.kill()
+        first.process.wait(10)
+        self.assertEqual((instances.state(a), instances.state(b), instances.state(c)), ("running", "running", "exited")
+                         if instances.state(c) == "exited" else ("running", "running", "created"))
+
+        started_at = time.monotonic()
+        second = self.wakeproxy()
+        pid = second.process.pid
+        ready_in = time.monotonic() - started_at
+        baseline, baseline_unix = _fds(pid), _unix_fds(pid)
+        # a running instance found at start-up is checked once for readiness before its first request (README,
+        # "Scale to zero"): held for that check, not started again
+        r = requests.get(second.proxy_url + "/", headers=dict(_cookie(b), Connection="close"), timeout=30)
+        self.assertEqual(r.status_code, 200, r.text[:300])
+        first_b = (r.headers.get("x-wakeproxy-woke"), r.headers.get("server-timing"))
+        r = requests.get(second.proxy_url + "/", headers=dict(_cookie(b), Connection="close"), timeout=30)
+        self.assertEqual((r.status_code, r.headers.get("x-wakeproxy-woke")), (200, None), r.text[:300])
+        stopped_after = _poll("A stopped by the second wakeproxy",
+                              lambda: instances.state(a) == "exited" and time.monotonic() - started_at, 30, 0.05)
+        print("\n[faults/wakeproxy-kill] SIGKILL {:.1f}s after A's last request; the second wakeproxy ready in"
+              " {:.2f}s; A (idle {}s) stopped {:.1f}s after it started ({:.1f}s after its last request through"
+              " the first); B's first request: X-Wakeproxy-Woke {}, Server-Timing {}; states now A {} B {}".format(
+                  started_at - last_a, ready_in, self.IDLE, stopped_after, time.monotonic() - last_a,
+                  first_b[0], first_b[1], instances.state(a), instances.state(b)))
+        self.assertGreaterEqual(stopped_after, self.IDLE)
+        self.assertEqual(instances.state(b), "running")
+        self.assertEqual((instances.starts(a), instances.starts(b), instances.starts(c)), (1, 1, 0))
+        self.assertEqual(len(instances.events(b, "die")), 0)
+
+        for name in (c, a):  # the next wakes work
+            r = requests.get(second.proxy_url + "/", headers=dict(_cookie(name), Connection="close"), timeout=30)
+            self.assertEqual((r.status_code, r.headers.get("x-wakeproxy-woke")), (200, "1"), r.text[:300])
+        self.assertEqual((instances.starts(a), instances.starts(b), instances.starts(c)), (2, 1, 1))
+        self.assertEqual(_client_conns(second.proxy_port), 0)
+        took = self.assertFdsBack(second, baseline, timeout=20, engine_slack=ENGINE_POOLS,
+                                  baseline_unix=baseline_unix)
+        print("[faults/wakeproxy-kill] fds back to baseline {} in {:.1f}s; starts A 2, B 1, C 1".format(baseline, took))
