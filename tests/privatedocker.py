@@ -19,7 +19,9 @@ _FLAGS = ["--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=f
 
 
 class PrivateDockerd:
-    def __init__(self):
+    def __init__(self, *flags: str):
+        """C{flags}: more dockerd options, e.g. C{--live-restore} (containers keep running through a restart)."""
+        self.flags = list(flags)
         self.dir = tempfile.mkdtemp(prefix="wpd-", dir="/tmp")  # short: the socket path has a length limit
         self.url = "unix://{}/docker.sock".format(self.dir)
         self.process = None
@@ -29,7 +31,7 @@ class PrivateDockerd:
         self.process = subprocess.Popen(
             ["dockerd", "--host", self.url, "--data-root", os.path.join(self.dir, "data"),
              "--exec-root", os.path.join(self.dir, "exec"), "--pidfile", os.path.join(self.dir, "docker.pid")]
-            + _FLAGS, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            + _FLAGS + self.flags, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while True:
@@ -65,6 +67,24 @@ class PrivateDockerd:
         if save.wait() != 0:
             raise RuntimeError("docker save {} failed".format(image))
 
+    def _stop_containerd(self, timeout: float = 10) -> None:
+        """
+        The engine's own containerd (its child, started with it) outlives a C{--live-restore} engine's
+        stop on purpose, so that a restarted engine finds its containers: end it by its pidfile.
+        """
+        try:
+            with open(os.path.join(self.dir, "exec", "containerd", "containerd.pid")) as f:
+                pid = int(f.read().strip())
+            with open("/proc/{}/cmdline".format(pid), "rb") as f:
+                if self.dir.encode() not in f.read():
+                    return  # not ours (the pid was reused): never signal another process
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + timeout
+        while os.path.exists("/proc/{}".format(pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def log(self) -> str:
         try:
             with open(os.path.join(self.dir, "dockerd.log"), errors="replace") as f:
@@ -82,6 +102,7 @@ class PrivateDockerd:
         except Exception:
             pass
         self.stop()
+        self._stop_containerd()
         # what the engine leaves mounted under its directories (the default network namespace, overlays)
         with open("/proc/self/mounts") as f:
             mounts = [line.split()[1] for line in f if line.split()[1].startswith(self.dir + "/")]

@@ -17,7 +17,6 @@ from typing import Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -203,6 +202,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     from wakeproxy.http.relay import RelayFactory, Timeouts
     from wakeproxy.http.upstreampool import UpstreamPool, upstream_from_url
     from wakeproxy.metrics import process_registry
+    from wakeproxy.listeners import listening_endpoint
     from wakeproxy.proxy import ProxyService
     from wakeproxy.waking.idle import IdleStopper
     from wakeproxy.waking.readiness import Prober, ReadinessPlan
@@ -246,13 +246,13 @@ def makeService(options: Options, reactor=None) -> MultiService:
         access_log=AccessLog.open(proxy.access_log, proxy.access_log_format) if proxy.access_log else None)
     ProxyService(relay, pool, waker, proxy.drain_timeout).setServiceParent(top)
     for description in proxy.listen:
-        StreamServerEndpointService(serverFromString(reactor, description), relay).setServiceParent(top)
+        StreamServerEndpointService(listening_endpoint(reactor, description), relay).setServiceParent(top)
 
     api_site = QuietSite(api_resource(api, runtime, waker, reactor, policy=policy, access=settings.access,
                                       trusted_proxies=settings.trusted_proxies, stop_timeout=waking.stop_timeout,
                                       activity=idle.activity, metrics=metrics, peer_secret=settings.peers.secret),
                          requestFactory=limited_request(api.max_body), reactor=reactor)
-    StreamServerEndpointService(serverFromString(reactor, api.listen), api_site).setServiceParent(top)
+    StreamServerEndpointService(listening_endpoint(reactor, api.listen), api_site).setServiceParent(top)
     reactor.addSystemEventTrigger("before", "shutdown", _repeated_signals_wait, proxy.drain_timeout)
     return top
 

@@ -7,9 +7,10 @@ it (answer it, hold it while its instance wakes, or forward it) and calls back t
 never buffered: the request body is read only once an upstream connection is attached and streams to it
 with backpressure both ways (each side's transport pauses the other's reading). While a request is held or
 connecting, its connection is not read at all (TCP flow control keeps the body in the client's buffers),
-so a held upload of any size costs only its head. Requests on one connection are handled one at a time,
-so pipelined responses come back in order; bytes of later requests wait in the buffer (bounded: reading
-pauses beyond 64 KiB).
+so a held upload of any size costs only its head; the sweep peeks at such a connection once a second, so
+that a client that resets or closes it while held is dropped (L{sockets.peer_gone}). Requests on one
+connection are handled one at a time, so pipelined responses come back in order; bytes of later requests
+wait in the buffer (bounded: reading pauses beyond 64 KiB).
 
 After an upstream's 101, both directions become a raw relay with half-close (a tunnel); WebSocket frame
 headers are scanned so only data frames count as activity (L{wsframes}).
@@ -32,7 +33,7 @@ from zope.interface import implementer
 
 from wakeproxy import answers
 from wakeproxy.http.exchange import Exchange
-from wakeproxy.http.sockets import eager_writer, raw_socket, set_nodelay
+from wakeproxy.http.sockets import eager_writer, peer_gone, raw_socket, set_nodelay
 from wakeproxy.http.wire import WireError, head_problem, parse_request_head
 
 __all__ = ["RelayFactory", "RelayProtocol", "Timeouts"]
@@ -290,6 +291,10 @@ class RelayProtocol(Protocol):
                 self.transport.loseConnection()
             return
         if exchange.tunnel:
+            return
+        if exchange.conn is None and "wait" in self._paused and peer_gone(self.transport):
+            # held (or queued) with its body unread: a reset or close is only seen by looking
+            self.abort()
             return
         if exchange.conn is not None and not exchange.body_done and not self._paused:
             if self.ticks > timeouts.body:

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 from twisted.internet import tcp
 
-__all__ = ["eager_writer", "quickack", "raw_socket", "set_nodelay"]
+__all__ = ["eager_writer", "peer_gone", "quickack", "raw_socket", "set_nodelay"]
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
@@ -54,6 +54,23 @@ def quickack(sock: Optional[socket.socket]) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         except OSError:
             pass
+
+
+def peer_gone(transport) -> bool:
+    """
+    Whether the peer of a TCP connection that is not being read has reset it or closed it with nothing left
+    to read (a one-byte C{MSG_PEEK}, which consumes nothing): a paused transport is out of the reactor's read
+    set, so it would not notice either until it read again. False when it cannot tell (not TCP).
+    """
+    sock = raw_socket(transport)
+    if sock is None:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
 
 
 def eager_writer(transport) -> Callable[[bytes], None]:
