@@ -20,7 +20,7 @@ import docker
 from bench.ports import free_port
 
 __all__ = ["MOCK_IMAGE", "TEST_OWNER", "check_problem", "ScriptProcess", "Twistd", "start_wakeproxy", "can_connect",
-           "docker_client", "free_port", "import_script", "metric", "remove_containers", "start_script", "unique_name"]
+           "deploy_body", "docker_client", "free_port", "import_script", "metric", "remove_containers", "start_script", "unique_name"]
 
 MOCK_IMAGE = os.environ.get("WAKEPROXY_TEST_IMAGE", "mock-app:latest")
 
@@ -41,6 +41,15 @@ def docker_client() -> docker.APIClient:
         raise RuntimeError("no Docker engine answers at {} ({}); run `make test`, which starts one".format(
             DOCKER_URL, e))
     return client
+
+
+def deploy_body(name: str, port: Optional[int] = None, **changes) -> dict:
+    """A deploy API body for a host-network mock_app instance named C{name} listening on C{port} (a free one)."""
+    port = port or free_port()
+    body = {"name": name, "network": "host", "image": MOCK_IMAGE, "labels": {"wakeproxy.port": str(port)},
+            "envs": {"PORT": str(port), "HOST": "127.0.0.1", "IDLE": "0"}}
+    body.update(changes)
+    return body
 
 
 def unique_name(prefix: str = "wpt") -> str:

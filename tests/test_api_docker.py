@@ -19,7 +19,7 @@ import requests
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.dockerapp import Instances
-from tests.support import MOCK_IMAGE, Twistd, check_problem, docker_client, free_port, remove_containers, unique_name
+from tests.support import MOCK_IMAGE, Twistd, deploy_body, check_problem, docker_client, free_port, remove_containers, unique_name
 from tests.test_deployspec import BAD_BODIES, SEED_BODY, SEED_BODY_ACCEPTED, TABLE_MAX_BODY, TABLE_NAME, assert_table_problem
 from wakeproxy.api.hashes import hash_password
 
@@ -113,11 +113,7 @@ class _APICase(SynchronousTestCase):
         return name
 
     def body(self, name, port=None, **changes):
-        port = port or free_port()
-        body = {"name": name, "network": "host", "image": MOCK_IMAGE, "labels": {"wakeproxy.port": str(port)},
-                "envs": {"PORT": str(port), "HOST": "127.0.0.1", "IDLE": "0"}}
-        body.update(changes)
-        return body
+        return deploy_body(name, port, **changes)
 
     def assertProblem(self, response, status, detail=None):
         self.assertEqual(response.status_code, status, response.text)

@@ -83,7 +83,7 @@ class FenceTests(SynchronousTestCase):
         self.replica.wake()
         self.waker.log = Logger(observer=self.replica.logged.append)
 
-    def test_fenceHoldsAndReleaseResumes(self):
+    def test_fence_holds_and_release_resumes(self):
         report = self.waker.fence(APP, "t1", 30)
         self.assertEqual((report["fenced"], report["state"], report["inflight"], report["held"]),
                          (True, "fenced", 0, 0))
@@ -97,7 +97,7 @@ class FenceTests(SynchronousTestCase):
         self.assertEqual(self.runtime.calls["start"], 1)
         self.assertFalse(self.waker.release(APP, "t1"))
 
-    def test_reportsActivity(self):
+    def test_reports_activity(self):
         self.waker.exchange_began(APP)
         self.clock.advance(2)
         report = self.waker.fence(APP, "t1", 30)
@@ -107,7 +107,7 @@ class FenceTests(SynchronousTestCase):
         self.assertEqual(self.waker.fence(APP, "t1", 30)["idle_for"], 3.0)
         self.waker.release(APP, "t1")
 
-    def test_twoFencesBothMustGo(self):
+    def test_two_fences_both_must_go(self):
         self.waker.fence(APP, "a", 30)
         self.waker.fence(APP, "b", 30)
         self.waker.release(APP, "a")
@@ -115,7 +115,7 @@ class FenceTests(SynchronousTestCase):
         self.waker.release(APP, "b")
         self.assertEqual(self.waker.state(APP), State.READY)
 
-    def test_fenceExpires(self):
+    def test_fence_expires(self):
         self.waker.fence(APP, "t1", 30)
         held = self.waker.wait_ready(APP)
         self.clock.advance(29.9)
@@ -126,7 +126,7 @@ class FenceTests(SynchronousTestCase):
         self.assertTrue(any("expired" in e["log_format"] for e in self.replica.logged))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_stoppedWhileFencedWakesHeldCallers(self):
+    def test_stopped_while_fenced_wakes_held_callers(self):
         """The peer stopped it: when the fence goes, callers held meanwhile wake it again."""
         self.waker.fence(APP, "t1", 30)
         held = self.waker.wait_ready(APP)
@@ -138,7 +138,7 @@ class FenceTests(SynchronousTestCase):
         self.replica.plan.probes[-1].callback(True)
         self.assertIsNotNone(self.successResultOf(held).report)
 
-    def test_wakingIsNotFenced(self):
+    def test_waking_is_not_fenced(self):
         self.successResultOf(self.runtime.stop(APP, 1))
         self.runtime.hold_next_start(APP)
         waiting = self.waker.wait_ready(APP)
@@ -150,13 +150,13 @@ class FenceTests(SynchronousTestCase):
         self.replica.plan.probes[-1].callback(True)
         self.successResultOf(waiting)
 
-    def test_ownStopDropsFences(self):
+    def test_own_stop_drops_fences(self):
         self.waker.fence(APP, "t1", 30)
         self.assertIs(self.successResultOf(self.waker.sleep(APP)), True)
         self.assertFalse(self.waker.release(APP, "t1"))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_unknownInstance(self):
+    def test_unknown_instance(self):
         report = self.waker.fence("nope", "t1", 30)
         self.assertEqual(report["known"], False)
         self.assertIsNone(peer_idle(report, IDLE))
@@ -201,7 +201,7 @@ class PeersTests(SynchronousTestCase):
     def peers(self, call):
         return Peers(["http://peer0", "http://peer1"], call, fence_seconds=30)
 
-    def test_allIdle(self):
+    def test_all_idle(self):
         peers = self.peers(in_memory([o.waker for o in self.others]))
         token, reason, unreachable = self.successResultOf(peers.fence(APP, IDLE))
         self.assertEqual((reason, unreachable), (None, False))
@@ -211,7 +211,7 @@ class PeersTests(SynchronousTestCase):
         for other in self.others:
             self.assertEqual(other.waker.state(APP), State.READY)
 
-    def test_oneBusy(self):
+    def test_one_busy(self):
         self.others[1].waker.exchange_began(APP)
         peers = self.peers(in_memory([o.waker for o in self.others]))
         token, reason, unreachable = self.successResultOf(peers.fence(APP, IDLE))
@@ -230,7 +230,7 @@ class PeersTests(SynchronousTestCase):
         self.successResultOf(peers.release(APP, token))
         self.assertEqual(self.others[0].waker.state(APP), State.READY)
 
-    def test_errorAnswer(self):
+    def test_error_answer(self):
         def call(method, url, doc):
             return succeed((401, b'{"title": "Unauthorized"}'))
 
@@ -238,7 +238,7 @@ class PeersTests(SynchronousTestCase):
         self.assertTrue(unreachable)
         self.assertIn("answered 401", reason)
 
-    def test_slowPeerIsNotIdle(self):
+    def test_slow_peer_is_not_idle(self):
         """A call that never answers fails by its own deadline (the http caller's addTimeout): not idle."""
         pending = Deferred()
         d = self.peers(lambda method, url, doc: pending).fence(APP, IDLE)
@@ -277,7 +277,7 @@ class TwoReplicasTests(SynchronousTestCase):
                 if alive:  # a replica that is down neither answers nor sweeps
                     replica.stopper.sweep()
 
-    def test_busyThroughANotStoppedByB(self):
+    def test_busy_through_a_not_stopped_by_b(self):
         for _ in range(3):
             self.a.waker.exchange_began(APP)
             self.sweep(IDLE)
@@ -288,14 +288,14 @@ class TwoReplicasTests(SynchronousTestCase):
         self.assertEqual(self.a.waker.state(APP), State.READY)
         self.assertEqual(self.b.waker.state(APP), State.UNREADY)
 
-    def test_bothQuietStoppedOnce(self):
+    def test_both_quiet_stopped_once(self):
         self.sweep(IDLE + 2)
         self.assertEqual(self.runtime.get(APP).state, "exited")
         self.assertEqual(self.runtime.calls["stop"], 1)
         self.assertEqual([w.state(APP) for w in (self.a.waker, self.b.waker)], [State.UNREADY, State.UNREADY])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_peerDownNothingStopped(self):
+    def test_peer_down_nothing_stopped(self):
         self.alive[1] = False
         self.sweep(IDLE + 2 * PEER_RETRY)
         self.assertEqual(self.runtime.get(APP).state, "running")
@@ -337,7 +337,7 @@ class ResourceTests(SynchronousTestCase):
             self.assertEqual(doc["status"], code)
         return code, doc
 
-    def test_fenceAndRelease(self):
+    def test_fence_and_release(self):
         code, doc = self.call("fence", body={"token": "t", "seconds": 10})
         self.assertEqual((code, doc["fenced"]), (200, True))
         self.assertEqual(self.call("release", body={"token": "t"}), (200, {"released": True}))

@@ -42,7 +42,7 @@ COLUMNS = (U, W, R, S, F)
 class TableTests(SynchronousTestCase):
     """The table is exactly the specification above, and every action it names exists."""
 
-    def test_everyCell(self):
+    def test_every_cell(self):
         """Every state × event: legal with the expected next state, or illegal (absent)."""
         self.assertEqual(set(EXPECTED), set(Event))
         for event, row in EXPECTED.items():
@@ -54,24 +54,24 @@ class TableTests(SynchronousTestCase):
                     self.assertIsInstance(step, Transition, (state, event))
                     self.assertEqual(step.next, expected, (state, event))
 
-    def test_noOtherPairs(self):
+    def test_no_other_pairs(self):
         """The table holds nothing but state × event pairs."""
         for state, event in TRANSITIONS:
             self.assertIsInstance(state, State)
             self.assertIsInstance(event, Event)
 
-    def test_actionsExist(self):
+    def test_actions_exist(self):
         """Every action the table names is a method of the waker."""
         for pair, step in TRANSITIONS.items():
             if step.action is not None:
                 self.assertTrue(callable(getattr(Waker, step.action, None)), (pair, step.action))
 
-    def test_everyStateHasAWayOut(self):
+    def test_every_state_has_a_way_out(self):
         """No state is a trap: from each one some event leads to another state."""
         for state in State:
             self.assertTrue(any(step.next is not state for (s, _), step in TRANSITIONS.items() if s is state), state)
 
-    def test_readyOnlyByAWake(self):
+    def test_ready_only_by_a_wake(self):
         """The only ways into READY: a finished wake, or the fences going from an instance that was ready."""
         into = {(s, e) for (s, e), step in TRANSITIONS.items() if step.next is R and s is not R}
         self.assertEqual(into, {(W, WOKEN), (F, RESUME)})
@@ -114,7 +114,7 @@ class IllegalTransitionTests(SynchronousTestCase):
             waker._instance(APP)
         self.assertEqual(waker.state(APP), state)
 
-    def test_illegalPairsAreRefused(self):
+    def test_illegal_pairs_are_refused(self):
         cells = 0
         for column, state in enumerate(COLUMNS):
             for event, row in EXPECTED.items():
@@ -140,7 +140,7 @@ class IllegalTransitionTests(SynchronousTestCase):
             self.plan.probes[-1].callback(True)
             self.successResultOf(self.held)
 
-    def test_sleepWhileWakingIsRefusedQuietly(self):
+    def test_sleep_while_waking_is_refused_quietly(self):
         """The idle stopper's sleep of a waking instance is refused before the table (busy), with no warning."""
         self.in_state(W)
         self.assertIs(self.successResultOf(self.waker.sleep(APP)), False)
@@ -183,7 +183,7 @@ class TicketAndHaltTests(SynchronousTestCase):
         self.runtime.stop = stop
         return held
 
-    def test_ticketCarriesSnapshotAndAddress(self):
+    def test_ticket_carries_snapshot_and_address(self):
         """The wake's ticket names the snapshot it was ready in and the app's address; later ones no report."""
         self.runtime.add_managed(APP, labels={"wakeproxy.port": "8080"})
         waker = self.waker()
@@ -196,7 +196,7 @@ class TicketAndHaltTests(SynchronousTestCase):
         self.assertIsNone(again.report)
         self.assertEqual((again.container, again.reach), (woken.container, woken.reach))
 
-    def test_ticketSaysWhyThereIsNoAddress(self):
+    def test_ticket_says_why_there_is_no_address(self):
         """A tenant's port outside the policy, or no port label: the ticket says which, with no address."""
         self.runtime.add_managed(APP, labels={"wakeproxy.port": "22", "wakeproxy.owner": "bob"})
         self.runtime.add_managed("bare")
@@ -213,7 +213,7 @@ class TicketAndHaltTests(SynchronousTestCase):
         self.assertEqual((unknown.address, unknown.refused), (None, None))
         self.assertIn("wakeproxy.port", unknown.unknown)
 
-    def test_ticketFollowsTheSnapshot(self):
+    def test_ticket_follows_the_snapshot(self):
         """READY and a new snapshot (health): the ticket is renewed; no ticket once it is not ready."""
         self.runtime.add_managed(APP, labels={"wakeproxy.port": "8080"}, healthcheck=True)
         waker = self.waker()
@@ -226,7 +226,7 @@ class TicketAndHaltTests(SynchronousTestCase):
         self.assertEqual(waker.state(APP), U)
         self.assertIsNone(waker.ticket(APP))
 
-    def test_haltWhileWaking(self):
+    def test_halt_while_waking(self):
         """A halt during a wake drops the wake; its held callers stay held and wake the instance once down."""
         self.runtime.add_managed(APP)
         self.runtime.hold_next_start(APP)
@@ -251,7 +251,7 @@ class TicketAndHaltTests(SynchronousTestCase):
         self.assertEqual(waker.state(APP), R)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_haltWhileStopping(self):
+    def test_halt_while_stopping(self):
         """A second halt during a stop: the instance is down only once both stops finished."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -271,7 +271,7 @@ class TicketAndHaltTests(SynchronousTestCase):
         self.plan.probes[-1].callback(True)
         self.assertIsNotNone(self.successResultOf(held).report)
 
-    def test_failedStopIsDownToo(self):
+    def test_failed_stop_is_down_too(self):
         """A stop that fails still ends STOPPING: the failure goes to the caller, held requests wake it."""
         self.runtime.add_managed(APP)
         waker = self.waker()

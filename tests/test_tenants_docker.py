@@ -26,7 +26,7 @@ import pytest
 import requests
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import DOCKER_URL, MOCK_IMAGE, free_port, remove_containers, start_script, unique_name
+from tests.support import DOCKER_URL, deploy_body, free_port, remove_containers, start_script, unique_name
 from tests.test_api_docker import ALICE, FOO, _passwd_file, _Server
 from tests.test_mock_home import csrf_of
 from wakeproxy.http.access import AccessKeys
@@ -178,11 +178,7 @@ class _Case(SynchronousTestCase):
 
     def body(self, name, port=None, **changes):
         self.addCleanup(lambda: remove_containers(self.client, name))
-        port = port or free_port()
-        body = {"name": name, "network": "host", "image": MOCK_IMAGE, "labels": {"wakeproxy.port": str(port)},
-                "envs": {"PORT": str(port), "HOST": "127.0.0.1", "IDLE": "0"}}
-        body.update(changes)
-        return body
+        return deploy_body(name, port, **changes)
 
     def assertProblem(self, response, status, detail=None):
         self.assertEqual(response.status_code, status, response.text)

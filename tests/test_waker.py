@@ -123,7 +123,7 @@ class WakerTestsMixin:
 class ReadyTests(WakerTestsMixin, SynchronousTestCase):
     """The fast path and single-flight wakes."""
 
-    def test_readyFastPath(self):
+    def test_ready_fast_path(self):
         """After a completed wake, C{wait_ready} fires synchronously with None and starts nothing."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -137,7 +137,7 @@ class ReadyTests(WakerTestsMixin, SynchronousTestCase):
         self.assertFalse(self.waking(waker, APP))
         self.assertEqual(self.last_outcome(waker), "woken")
 
-    def test_singleFlight(self):
+    def test_single_flight(self):
         """200 callers for a stopped instance share one start and one report."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -158,7 +158,7 @@ class ReadyTests(WakerTestsMixin, SynchronousTestCase):
         self.assertTrue(waker.is_ready(APP))
         self.assertEqual(self.runtime.calls["start"], 1)
 
-    def test_pausedIsUnpaused(self):
+    def test_paused_is_unpaused(self):
         """A paused instance is unpaused, not started."""
         self.runtime.add_managed(APP, state="paused")
         waker = self.waker()
@@ -167,14 +167,14 @@ class ReadyTests(WakerTestsMixin, SynchronousTestCase):
         self.assertNotIn("start", self.runtime.calls)
         self.assertEqual(self.state(), "running")
 
-    def test_runningNotReadyIsNotStarted(self):
+    def test_running_not_ready_is_not_started(self):
         """A container already running (but not known ready) is only checked for readiness."""
         self.runtime.add_managed(APP, state="running")
         waker = self.waker()
         self.woken(waker)
         self.assertNotIn("start", self.runtime.calls)
 
-    def test_unknownName(self):
+    def test_unknown_name(self):
         """A name the runtime does not manage fails with 404 at once and leaves nothing behind."""
         self.runtime.add_foreign("foreign")
         waker = self.waker()
@@ -185,7 +185,7 @@ class ReadyTests(WakerTestsMixin, SynchronousTestCase):
         self.assertEqual(waker.held, 0)
         self.assertNotIn("start", self.runtime.calls)
 
-    def test_stoppedBehindOurBack(self):
+    def test_stopped_behind_our_back(self):
         """An instance that exits after its wake is no longer ready; the next caller wakes it again."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -199,7 +199,7 @@ class ReadyTests(WakerTestsMixin, SynchronousTestCase):
         self.assertWoken(d)
         self.assertTrue(waker.is_ready(APP))
 
-    def test_pausedBehindOurBack(self):
+    def test_paused_behind_our_back(self):
         """An instance paused after its wake is not ready; the next caller unpauses it."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -210,7 +210,7 @@ class ReadyTests(WakerTestsMixin, SynchronousTestCase):
         self.assertEqual(self.runtime.calls["unpause"], 1)
         self.assertEqual(self.runtime.calls["start"], 1)
 
-    def test_removedAfterWake(self):
+    def test_removed_after_wake(self):
         """A removed instance is forgotten: not ready, and 404 for the next caller."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -221,7 +221,7 @@ class ReadyTests(WakerTestsMixin, SynchronousTestCase):
         self.assertNotIn(APP, waker._instances)
         self.wake_failure(waker.wait_ready(APP), 404)
 
-    def test_removedWhileWaking(self):
+    def test_removed_while_waking(self):
         """An instance removed during its wake fails its callers with 502 and is forgotten."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -233,7 +233,7 @@ class ReadyTests(WakerTestsMixin, SynchronousTestCase):
         self.assertNotIn(APP, waker._instances)
         self.assertEqual(self.plan.cancelled, self.plan.probes)
 
-    def test_stopUnwatches(self):
+    def test_stop_unwatches(self):
         """After C{stop}, runtime changes no longer reach the waker."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -261,7 +261,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         self.assertEqual(report.phases, {"start": 0.0, "health": 1.0})
         self.assertTrue(waker.is_ready(APP))
 
-    def test_dockerHealthyBeforeProbe(self):
+    def test_docker_healthy_before_probe(self):
         """Docker reporting healthy ends the health phase and cancels the probe."""
         self.runtime.add_managed(APP, healthcheck=True)
         waker = self.waker()
@@ -274,7 +274,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         self.assertTrue(waker.is_ready(APP))
         self.assertEqual(self.plan.cancelled, [probe])
 
-    def test_alreadyHealthy(self):
+    def test_already_healthy(self):
         """A running container Docker already reports healthy is ready without probing."""
         self.runtime.add_managed(APP, state="running", healthcheck=True)
         self.runtime.set_health(APP, "healthy")
@@ -282,7 +282,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         self.assertWoken(waker.wait_ready(APP))
         self.assertEqual(self.plan.probes, [])
 
-    def test_dockerHealthRequired(self):
+    def test_docker_health_required(self):
         """When the plan requires Docker health, no probe is asked for and only "healthy" counts."""
         self.plan.docker_health = True
         self.runtime.add_managed(APP, healthcheck=True)
@@ -294,7 +294,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         self.runtime.set_health(APP, "healthy")
         self.assertWoken(d)
 
-    def test_readyDelay(self):
+    def test_ready_delay(self):
         """Nothing to probe and no HEALTHCHECK: ready C{ready_delay} seconds after the start."""
         self.plan.probing = False
         self.plan.ready_delay = 0.5
@@ -307,7 +307,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         report = self.assertWoken(d)
         self.assertEqual(report.phases["health"], 0.5)
 
-    def test_readyDelayZero(self):
+    def test_ready_delay_zero(self):
         """A zero C{ready_delay} still goes through the clock (one turn), never synchronously."""
         self.plan.probing = False
         self.runtime.add_managed(APP)
@@ -317,7 +317,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
         self.clock.advance(0)
         self.assertWoken(d)
 
-    def test_noProbeWithHealthcheckWaitsForDocker(self):
+    def test_no_probe_with_healthcheck_waits_for_docker(self):
         """Nothing to probe but a HEALTHCHECK: the delay does not apply, Docker's verdict does."""
         self.plan.probing = False
         self.runtime.add_managed(APP, healthcheck=True)
@@ -332,7 +332,7 @@ class ReadinessTests(WakerTestsMixin, SynchronousTestCase):
 class RouteTests(WakerTestsMixin, SynchronousTestCase):
     """The route phase and the report."""
 
-    def test_phasesAndServerTiming(self):
+    def test_phases_and_server_timing(self):
         """A wake with a route check reports start, health and route, timed on the clock."""
         self.plan.routing = True
         self.runtime.add_managed(APP)
@@ -357,12 +357,12 @@ class RouteTests(WakerTestsMixin, SynchronousTestCase):
                          b"start;dur=1000.0, health;dur=250.0, route;dur=125.0, total;dur=1375.0")
         self.assertTrue(waker.is_ready(APP))
 
-    def test_serverTimingWithoutRoute(self):
+    def test_server_timing_without_route(self):
         """Without a route check there are two phases and the total."""
         report = WakeReport({"start": 0.0123, "health": 0.00049}, 0.01279)
         self.assertEqual(report.server_timing(), b"start;dur=12.3, health;dur=0.5, total;dur=12.8")
 
-    def test_exitDuringRoute(self):
+    def test_exit_during_route(self):
         """A container that exits during the route phase fails its callers at once with 502."""
         self.plan.routing = True
         self.runtime.add_managed(APP)
@@ -390,7 +390,7 @@ class TimeoutTests(WakerTestsMixin, SynchronousTestCase):
             self.assertIn(phase, error.detail)
             self.assertIsNone(error.retry_after)
 
-    def test_startPhase(self):
+    def test_start_phase(self):
         """A start that does not finish in time: 504 "start"; the next caller starts again."""
         self.runtime.add_managed(APP)
         self.runtime.hold_next_start(APP)
@@ -408,7 +408,7 @@ class TimeoutTests(WakerTestsMixin, SynchronousTestCase):
         self.woken(waker)
         self.assertEqual(self.runtime.calls["start"], 2)
 
-    def test_healthPhase(self):
+    def test_health_phase(self):
         """A probe that never fires: 504 "health", the probe is cancelled; the next wake does not start."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -428,7 +428,7 @@ class TimeoutTests(WakerTestsMixin, SynchronousTestCase):
         self.assertEqual(self.runtime.calls["start"], 1)
         self.assertEqual(self.last_outcome(waker), "woken")
 
-    def test_routePhase(self):
+    def test_route_phase(self):
         """A route check that never succeeds: 504 "route", the route check is cancelled."""
         self.plan.routing = True
         self.runtime.add_managed(APP)
@@ -445,7 +445,7 @@ class TimeoutTests(WakerTestsMixin, SynchronousTestCase):
         self.assertWoken(d)
         self.assertEqual(self.runtime.calls["start"], 1)
 
-    def test_deadlineCountsFromFirstCaller(self):
+    def test_deadline_counts_from_first_caller(self):
         """Late callers join the running wake and share its deadline."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -456,7 +456,7 @@ class TimeoutTests(WakerTestsMixin, SynchronousTestCase):
         self.wake_failure(first, 504)
         self.wake_failure(late, 504)
 
-    def test_noTimerAfterWake(self):
+    def test_no_timer_after_wake(self):
         """A completed wake leaves no deadline pending on the clock."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -467,7 +467,7 @@ class TimeoutTests(WakerTestsMixin, SynchronousTestCase):
 class FailureTests(WakerTestsMixin, SynchronousTestCase):
     """Exits, crashes, unhealthy containers and runtime failures fail callers at once."""
 
-    def test_exitWhileWaking(self):
+    def test_exit_while_waking(self):
         """An exit during the health phase: 502 with the exit code, probe cancelled, no restart."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -484,7 +484,7 @@ class FailureTests(WakerTestsMixin, SynchronousTestCase):
         self.assertFalse(self.waking(waker, APP))
         self.assertEqual(self.last_outcome(waker), "failed")
 
-    def test_exitWithHealthcheckWhileWaking(self):
+    def test_exit_with_healthcheck_while_waking(self):
         """An exit reported together with "unhealthy" is still an exit (502 with the code), not a 503."""
         self.runtime.add_managed(APP, healthcheck=True)
         waker = self.waker()
@@ -492,7 +492,7 @@ class FailureTests(WakerTestsMixin, SynchronousTestCase):
         self.runtime.exit(APP, 137)
         self.assertIn("exited with code 137", self.wake_failure(d, 502).detail)
 
-    def test_crashOnStart(self):
+    def test_crash_on_start(self):
         """A container that exits as soon as it is started: 502 with the exit code, no probe."""
         self.runtime.add_managed(APP)
         self.runtime.crash_on_start[APP] = 7
@@ -504,7 +504,7 @@ class FailureTests(WakerTestsMixin, SynchronousTestCase):
         self.assertEqual(waker.held, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_unhealthyWhileWaking(self):
+    def test_unhealthy_while_waking(self):
         """A container that turns unhealthy during the health phase: 503, probe cancelled."""
         self.runtime.add_managed(APP, healthcheck=True)
         waker = self.waker()
@@ -516,7 +516,7 @@ class FailureTests(WakerTestsMixin, SynchronousTestCase):
         self.assertEqual(self.plan.cancelled, self.plan.probes)
         self.assertFalse(waker.is_ready(APP))
 
-    def test_runningUnhealthy(self):
+    def test_running_unhealthy(self):
         """A running container Docker reports unhealthy: 503 at once, nothing started or probed."""
         self.runtime.add_managed(APP, state="running", healthcheck=True)
         self.runtime.set_health(APP, "unhealthy")
@@ -527,7 +527,7 @@ class FailureTests(WakerTestsMixin, SynchronousTestCase):
         self.assertEqual(self.plan.probes, [])
         self.assertEqual(waker.held, 0)
 
-    def test_unhealthyAfterWake(self):
+    def test_unhealthy_after_wake(self):
         """A ready instance that turns unhealthy is no longer ready."""
         self.runtime.add_managed(APP, healthcheck=True)
         waker = self.waker()
@@ -538,7 +538,7 @@ class FailureTests(WakerTestsMixin, SynchronousTestCase):
         self.assertFalse(waker.is_ready(APP))
         self.wake_failure(waker.wait_ready(APP), 503)
 
-    def test_unhealthyAfterUnpauseWake(self):
+    def test_unhealthy_after_unpause_wake(self):
         """A ready instance woken by an unpause that later turns unhealthy is no longer ready."""
         self.runtime.add_managed(APP, state="running", healthcheck=True)
         self.runtime.set_health(APP, "healthy")
@@ -549,7 +549,7 @@ class FailureTests(WakerTestsMixin, SynchronousTestCase):
         self.runtime.set_health(APP, "unhealthy")
         self.assertFalse(waker.is_ready(APP))
 
-    def test_startFails(self):
+    def test_start_fails(self):
         """The runtime failing to start the container: 502 naming the failure, phase "start"."""
         self.runtime.add_managed(APP)
         self.runtime.start = lambda name: fail(RuntimeFailure("boom"))
@@ -561,7 +561,7 @@ class FailureTests(WakerTestsMixin, SynchronousTestCase):
         self.assertEqual(waker.held, 0)
         self.assertFalse(self.waking(waker, APP))
 
-    def test_startFailsLater(self):
+    def test_start_fails_later(self):
         """A start that fails after a while fails every held caller."""
         self.runtime.add_managed(APP)
         started = Deferred()
@@ -573,14 +573,14 @@ class FailureTests(WakerTestsMixin, SynchronousTestCase):
         for d in waiters:
             self.assertIn("no space left on device", self.wake_failure(d, 502).detail)
 
-    def test_startNoSuchInstance(self):
+    def test_start_no_such_instance(self):
         """The container vanishing under the start: 404."""
         self.runtime.add_managed(APP)
         self.runtime.start = lambda name: fail(NoSuchInstance("gone"))
         waker = self.waker()
         self.wake_failure(waker.wait_ready(APP), 404)
 
-    def test_startUnexpectedError(self):
+    def test_start_unexpected_error(self):
         """A bug below the waker: 502 for the callers, the traceback logged."""
         self.runtime.add_managed(APP)
         self.runtime.start = lambda name: fail(ZeroDivisionError())
@@ -589,7 +589,7 @@ class FailureTests(WakerTestsMixin, SynchronousTestCase):
         self.assertIn("unexpectedly", error.detail)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
-    def test_failureThenRetry(self):
+    def test_failure_then_retry(self):
         """After a failed wake the next caller begins a new one."""
         self.runtime.add_managed(APP)
         self.runtime.crash_on_start[APP] = 1
@@ -603,7 +603,7 @@ class FailureTests(WakerTestsMixin, SynchronousTestCase):
 class BoundsTests(WakerTestsMixin, SynchronousTestCase):
     """Held callers are bounded per instance and in total."""
 
-    def test_perInstance(self):
+    def test_per_instance(self):
         """The fourth caller for one instance with max_held_per_instance=3 gets 503 and Retry-After."""
         self.runtime.add_managed(APP)
         self.runtime.add_managed(OTHER)
@@ -645,7 +645,7 @@ class BoundsTests(WakerTestsMixin, SynchronousTestCase):
             self.successResultOf(d)
         self.assertEqual(waker.held, 0)
 
-    def test_readyIsNotBounded(self):
+    def test_ready_is_not_bounded(self):
         """Callers of a ready instance are not held, so the bounds do not apply to them."""
         self.runtime.add_managed(APP)
         waker = self.waker(max_held=1, max_held_per_instance=1)
@@ -657,7 +657,7 @@ class BoundsTests(WakerTestsMixin, SynchronousTestCase):
 class CancellationTests(WakerTestsMixin, SynchronousTestCase):
     """A caller that goes away is dropped; the wake goes on."""
 
-    def test_cancelOne(self):
+    def test_cancel_one(self):
         """Cancelling one waiter drops it; the others are woken."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -672,7 +672,7 @@ class CancellationTests(WakerTestsMixin, SynchronousTestCase):
         self.assertWoken(waiters[2])
         self.assertEqual(waker.held, 0)
 
-    def test_cancelAll(self):
+    def test_cancel_all(self):
         """Cancelling every waiter does not cancel the wake: the instance still becomes ready."""
         self.runtime.add_managed(APP)
         self.runtime.hold_next_start(APP)
@@ -690,7 +690,7 @@ class CancellationTests(WakerTestsMixin, SynchronousTestCase):
         self.assertEqual(self.runtime.calls["start"], 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_cancelFreesBound(self):
+    def test_cancel_frees_bound(self):
         """A cancelled waiter frees its place under max_held_per_instance."""
         self.runtime.add_managed(APP)
         waker = self.waker(max_held_per_instance=1)
@@ -702,7 +702,7 @@ class CancellationTests(WakerTestsMixin, SynchronousTestCase):
         self.plan.probes[0].callback(True)
         self.assertWoken(second)
 
-    def test_cancelAfterRelease(self):
+    def test_cancel_after_release(self):
         """Cancelling a waiter that already fired changes nothing."""
         self.runtime.add_managed(APP)
         waker = self.waker()
@@ -723,7 +723,7 @@ class _SilentProber:
 class RealPlanTests(SynchronousTestCase):
     """The waker with the real L{ReadinessPlan} (its probe is a L{poll_until} loop)."""
 
-    def test_cancelledProbeNotLogged(self):
+    def test_cancelled_probe_not_logged(self):
         """Docker's healthy event beating the probe logs no error for the cancelled probe."""
         clock = Clock()
         runtime = MemoryRuntime()
@@ -757,14 +757,14 @@ class SleepAndHaltTests(WakerTestsMixin, SynchronousTestCase):
         self.runtime.stop = stop
         return stopping
 
-    def test_sleepStopsAnIdleInstance(self):
+    def test_sleep_stops_an_idle_instance(self):
         waker = self.waker()
         self.woken(waker)
         self.assertIs(self.successResultOf(waker.sleep(APP)), True)
         self.assertEqual(self.state(), "exited")
         self.assertFalse(waker.is_ready(APP))
 
-    def test_sleepRefusedWhileBusy(self):
+    def test_sleep_refused_while_busy(self):
         waker = self.waker()
         self.woken(waker)
         waker.exchange_began(APP)
@@ -774,7 +774,7 @@ class SleepAndHaltTests(WakerTestsMixin, SynchronousTestCase):
         self.assertIs(self.successResultOf(waker.sleep(APP, "pause")), True)
         self.assertEqual(self.state(), "paused")
 
-    def test_requestDuringAStopIsHeldAndWakesItAgain(self):
+    def test_request_during_a_stop_is_held_and_wakes_it_again(self):
         waker = self.waker()
         self.woken(waker)
         stopping = self.hold_stop()
@@ -789,7 +789,7 @@ class SleepAndHaltTests(WakerTestsMixin, SynchronousTestCase):
         self.plan.probes[-1].callback(True)
         self.assertWoken(held)
 
-    def test_haltOfAnUnknownNameFailsAndKeepsNothing(self):
+    def test_halt_of_an_unknown_name_fails_and_keeps_nothing(self):
         waker = self.waker()
         self.failureResultOf(waker.halt("nope", 5), NoSuchInstance)
         self.assertEqual(waker.describe("nope")["inflight"], 0)
