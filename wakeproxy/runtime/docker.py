@@ -13,6 +13,9 @@ Whatever the SDK raises (its own errors, and the C{requests}/C{urllib3}/socket e
 operation as a L{RuntimeFailure} (L{runtime_failure}); the original goes to the log only. A create marks
 its container with a token and removes it again when the create does not complete; leftovers are swept
 on every (re)connect and periodically (see L{wakeproxy.runtime.interface}).
+
+Podman's Docker-compatible API (4.3) works too; the few answers it gives differently are read as Docker's
+where they are met (C{_PODMAN_*}, L{_status}, L{_inspect}, C{_snapshot}; README, "Podman").
 """
 
 from __future__ import annotations
@@ -61,10 +64,13 @@ from wakeproxy.runtime.interface import (
 __all__ = ["DockerRuntime", "container_from_inspect", "container_from_summary", "default_docker_url",
            "runtime_failure"]
 
-#: Container events that change what we cache (exec_* events from health checks are noise).
+#: Container events that change what we cache (exec_* events from health checks are noise); Podman's
+#: last one after a die is cleanup (its state goes from its own "stopped" to "exited" then).
 _STATE_ACTIONS = frozenset({
-    "create", "start", "restart", "die", "stop", "kill", "pause", "unpause", "rename", "update", "oom",
+    "create", "start", "restart", "die", "stop", "kill", "pause", "unpause", "rename", "update", "oom", "cleanup",
 })
+#: Podman's state between a die and its cleanup, as Docker names it.
+_PODMAN_STATES = {"stopped": "exited"}
 _HEALTH_RE = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 _EXIT_RE = re.compile(r"^Exited \((-?\d+)\)")
 #: Attempts at removing a container whose create did not complete, and the first pause between them.
@@ -75,6 +81,8 @@ _TRANSPORT_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HT
                      OSError)
 #: (urllib3's NewConnectionError, a refused connection, is one of its TimeoutErrors: not for us.)
 _TIMEOUTS = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+#: Podman (4.3) answers two of Docker's 404 and 409 cases with a 500 whose message ends in the cause.
+_PODMAN_CAUSES = (("no such container", 404), ("that name is already in use", 409))
 
 
 def runtime_failure(error: BaseException) -> RuntimeFailure:
@@ -90,7 +98,7 @@ def runtime_failure(error: BaseException) -> RuntimeFailure:
     if isinstance(error, docker.errors.ImageNotFound):
         return NoSuchImage(_explain(error))
     if isinstance(error, docker.errors.APIError):
-        status = error.status_code or 0
+        status = _status(error)
         if status == 404:
             return NoSuchInstance(_explain(error))
         if status == 409:
@@ -107,6 +115,27 @@ def runtime_failure(error: BaseException) -> RuntimeFailure:
     if isinstance(error, docker.errors.DockerException):
         return EngineFailure("the Docker client failed ({})".format(kind))
     return EngineFailure("the Docker engine call failed unexpectedly ({})".format(kind))
+
+
+def _status(error: docker.errors.APIError) -> int:
+    """The status Docker would have answered (Podman's 500s for a missing container or a taken name are 404, 409)."""
+    status = error.status_code or 0
+    if status == 500:
+        explanation = _explain(error)
+        for cause, meant in _PODMAN_CAUSES:
+            if explanation.endswith(cause):
+                return meant
+    return status
+
+
+def _inspect(client: docker.APIClient, ref: str) -> dict:
+    """C{client.inspect_container(ref)}, raising C{NotFound} also for Podman's 500 on a container being removed."""
+    try:
+        return client.inspect_container(ref)
+    except docker.errors.APIError as e:
+        if isinstance(e, docker.errors.NotFound) or _status(e) != 404:
+            raise
+        raise docker.errors.NotFound(str(e), response=e.response, explanation=e.explanation) from e
 
 
 def _created(value: Any) -> int:
@@ -142,7 +171,7 @@ def container_from_inspect(data: Mapping[str, Any]) -> Container:
         id=data["Id"],
         name=data["Name"].lstrip("/"),
         image=config.get("Image") or data.get("Image", ""),
-        state=state.get("Status", "unknown"),
+        state=_PODMAN_STATES.get(state.get("Status"), state.get("Status", "unknown")),
         health=health,
         labels=labels,
         network_mode=(data.get("HostConfig") or {}).get("NetworkMode") or "default",
@@ -276,7 +305,7 @@ class DockerRuntime(CachedReads, Service):
             except docker.errors.ImageNotFound:
                 raise NoSuchImage("no such image: {}".format(spec.image))
             except docker.errors.APIError as e:
-                if e.status_code == 409:
+                if _status(e) == 409:
                     raise NameInUse("the name {!r} is already in use".format(spec.name))
                 self._roll_back(client, spec.name, token, e)
                 raise
@@ -369,7 +398,7 @@ class DockerRuntime(CachedReads, Service):
         """
         try:
             try:
-                data = client.inspect_container(name)
+                data = _inspect(client, name)
             except docker.errors.NotFound:
                 return
             if ((data.get("Config") or {}).get("Labels") or {}).get(CREATING) != token:
@@ -406,7 +435,7 @@ class DockerRuntime(CachedReads, Service):
             except docker.errors.NotFound:
                 continue
             except docker.errors.APIError as e:
-                if e.status_code == 409:
+                if _status(e) in (404, 409):
                     continue
                 raise
             self.log.warn("removed {instance}: a create that did not finish left it in 'created'",
@@ -438,7 +467,7 @@ class DockerRuntime(CachedReads, Service):
 
     def _inspect_managed(self, client: docker.APIClient, name: str) -> Container:
         try:
-            current = container_from_inspect(client.inspect_container(name))
+            current = container_from_inspect(_inspect(client, name))
         except docker.errors.NotFound:
             current = None
         # A name lookup may also match an id prefix; insist on the exact name and the owner label.
@@ -489,8 +518,17 @@ class DockerRuntime(CachedReads, Service):
         except Exception as e:
             self.log.warn("sweeping leftovers failed: {error}", error=str(e) or type(e).__name__)
         summaries = client.containers(all=True, filters={"label": [str(self.owner)]})
-        snapshots = [container_from_summary(s) for s in summaries]
+        snapshots = [c for c in (self._snapshot(client, s) for s in summaries) if c is not None]
         self._reactor.callFromThread(self._replace_all, snapshots)
+
+    def _snapshot(self, client: docker.APIClient, summary: Mapping[str, Any]) -> Optional[Container]:
+        """From a list entry; Podman's lack HostConfig and health, so inspect those (None: gone meanwhile)."""
+        if summary.get("HostConfig") is not None:
+            return container_from_summary(summary)
+        try:
+            return container_from_inspect(_inspect(client, summary["Id"]))
+        except docker.errors.NotFound:
+            return None
 
     def _replace_all(self, snapshots: list[Container]) -> None:
         self._cache.replace_all(snapshots)
@@ -508,12 +546,13 @@ class DockerRuntime(CachedReads, Service):
             return
         if action == "destroy":
             self._reactor.callFromThread(self._cache.drop_id, cid)
-        elif action.startswith("health_status"):
+        elif action.startswith("health_status:"):
             health = action.partition(":")[2].strip() or "none"
             self._reactor.callFromThread(self._set_health, cid, health)
-        elif action in _STATE_ACTIONS:
+        elif action in _STATE_ACTIONS or action == "health_status":
+            # (Podman's is a bare health_status whose HealthStatus may be the one before: inspect instead)
             try:
-                snapshot = container_from_inspect(client.inspect_container(cid))
+                snapshot = container_from_inspect(_inspect(client, cid))
             except docker.errors.NotFound:
                 self._reactor.callFromThread(self._cache.drop_id, cid)
                 return
