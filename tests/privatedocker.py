@@ -23,9 +23,11 @@ class PrivateDockerd:
 
     #: the file, in C{dir}, that the engine's output goes to
     log_name = "dockerd.log"
+    #: how the temp directory's name starts (short: the socket path has a length limit)
+    prefix = "wpd-"
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="wpd-", dir="/tmp")  # short: the socket path has a length limit
+        self.dir = tempfile.mkdtemp(prefix=self.prefix, dir="/tmp")
         self.url = "unix://{}/docker.sock".format(self.dir)
         self.process = None
 

@@ -30,6 +30,7 @@ def podman_missing() -> str:
 
 class PrivatePodman(PrivateDockerd):
     log_name = "podman.log"
+    prefix = "wpp-"
 
     def __init__(self):
         PrivateDockerd.__init__(self)
