@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_podman -*-
 """
 The Docker runtime against Podman's Docker-compatible API (issue 13): the runtime conformance suite and
-the proxy's wake, idle-stop and relay wake tests, run unchanged against a private rootful
+the proxy's wake, idle-stop, forwarding and relay wake tests, run unchanged against a private rootful
 C{podman system service} (tests/privatepodman.py) that this module starts and removes. The tests and the
 wakeproxy processes they start reach it through C{DOCKER_HOST}, as a user would point wakeproxy at Podman.
 
@@ -127,3 +127,7 @@ class PodmanIdleTunnelTests(test_relay_docker.IdleTunnelTests):
 class PodmanUploadTests(test_relay_docker.UploadTests):
     """Uploads (Expect: 100-continue, chunked) that wake a stopped instance."""
 
+
+
+class PodmanForwardingTests(test_proxy_docker.ForwardingTests):
+    """Forwarding to instances that were already running when wakeproxy started (their address from the resync)."""
