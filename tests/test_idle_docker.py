@@ -80,7 +80,7 @@ class IdleStopTests(_ProxyCase):
         server = self.wakeproxy()
         self.assertEqual(self.get(server, name).status_code, 200)
         self.instances.wait_state(name, "exited", timeout=6)
-        time.sleep(0.2)
+        time.sleep(self.event_lag)
         r = self.get(server, name)
         self.assertEqual((r.status_code, r.headers.get("x-wakeproxy-woke")), (200, "1"))
         self.assertEqual(self.instances.starts(name), 2)
