@@ -5,7 +5,7 @@ PYTHON ?= python3
 SHELL  := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test test-unit images docker tools venv bench bench-smoke soak clean clean-demo
+.PHONY: run test test-unit test-podman images docker tools venv bench bench-smoke soak clean clean-demo
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ test: venv images tools
 
 test-unit: venv
 	$(PY) -m pytest -q -m "not docker"
+
+# Opt-in: the Docker runtime against a private Podman service (tests/test_podman.py starts and removes it).
+test-podman: venv images
+	bash scripts/ensure-podman.sh
+	$(PY) -m pytest -q -m podman tests/test_podman.py
 
 run: venv images
 	bash scripts/run-demo.sh

@@ -19,19 +19,34 @@ _FLAGS = ["--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=f
 
 
 class PrivateDockerd:
+    """dockerd; a subclass may run another engine with a Docker-compatible API (tests/privatepodman.py)."""
+
+    #: the file, in C{dir}, that the engine's output goes to
+    log_name = "dockerd.log"
+    #: how the temp directory's name starts (short: the socket path has a length limit)
+    prefix = "wpd-"
+
     def __init__(self, *flags: str):
         """C{flags}: more dockerd options, e.g. C{--live-restore} (containers keep running through a restart)."""
         self.flags = list(flags)
-        self.dir = tempfile.mkdtemp(prefix="wpd-", dir="/tmp")  # short: the socket path has a length limit
+        self.dir = tempfile.mkdtemp(prefix=self.prefix, dir="/tmp")
         self.url = "unix://{}/docker.sock".format(self.dir)
         self.process = None
 
+    def command(self) -> list:
+        """The engine's command line."""
+        return (["dockerd", "--host", self.url, "--data-root", os.path.join(self.dir, "data"),
+                 "--exec-root", os.path.join(self.dir, "exec"), "--pidfile", os.path.join(self.dir, "docker.pid")]
+                + _FLAGS + self.flags)
+
+    def environ(self) -> dict:
+        """The engine's environment."""
+        return dict(os.environ)
+
     def start(self, timeout: float = 30) -> "PrivateDockerd":
-        log = open(os.path.join(self.dir, "dockerd.log"), "ab")
-        self.process = subprocess.Popen(
-            ["dockerd", "--host", self.url, "--data-root", os.path.join(self.dir, "data"),
-             "--exec-root", os.path.join(self.dir, "exec"), "--pidfile", os.path.join(self.dir, "docker.pid")]
-            + _FLAGS + self.flags, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log = open(os.path.join(self.dir, self.log_name), "ab")
+        self.process = subprocess.Popen(self.command(), env=self.environ(), stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while True:
@@ -42,7 +57,8 @@ class PrivateDockerd:
                 return self
             except Exception:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the private dockerd did not start: " + self.log()[-2000:])
+                    raise RuntimeError("the private engine ({}) did not start: {}".format(
+                        self.command()[0], self.log()[-2000:]))
                 time.sleep(0.1)
 
     def stop(self, timeout: float = 30) -> None:
@@ -87,7 +103,7 @@ class PrivateDockerd:
 
     def log(self) -> str:
         try:
-            with open(os.path.join(self.dir, "dockerd.log"), errors="replace") as f:
+            with open(os.path.join(self.dir, self.log_name), errors="replace") as f:
                 return f.read()
         except OSError:
             return ""

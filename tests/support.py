@@ -19,8 +19,9 @@ import docker
 
 from bench.ports import free_port
 
-__all__ = ["MOCK_IMAGE", "TEST_OWNER", "check_problem", "ScriptProcess", "Twistd", "start_wakeproxy", "can_connect",
-           "deploy_body", "docker_client", "free_port", "import_script", "metric", "remove_containers", "start_script", "unique_name"]
+__all__ = ["MOCK_IMAGE", "TEST_OWNER", "check_problem", "docker_url", "ScriptProcess", "Twistd", "start_wakeproxy",
+           "can_connect", "deploy_body", "docker_client", "free_port", "import_script", "metric", "remove_containers",
+           "start_script", "unique_name"]
 
 MOCK_IMAGE = os.environ.get("WAKEPROXY_TEST_IMAGE", "mock-app:latest")
 
@@ -29,17 +30,25 @@ MOCK_IMAGE = os.environ.get("WAKEPROXY_TEST_IMAGE", "mock-app:latest")
 #: did not create — neither the user's own C{wakeproxy.managed=true} containers (the demo's, say) nor those of
 #: another test run on the same engine.
 TEST_OWNER = "wakeproxy.test-run={}".format(uuid.uuid4().hex[:12])
-DOCKER_URL = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def docker_url() -> str:
+    """
+    The engine the tests use: C{$DOCKER_HOST}, else the local socket. Read at each call, so that a test
+    module can point the same tests (and the wakeproxy processes they start) at another engine
+    (tests/test_podman.py).
+    """
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
 def docker_client() -> docker.APIClient:
     """A low-level client; raise with a sentence telling how to get an engine when none answers."""
-    client = docker.APIClient(base_url=DOCKER_URL, version="auto", timeout=60)
+    url = docker_url()
+    client = docker.APIClient(base_url=url, version="auto", timeout=60)
     try:
         client.ping()
     except Exception as e:
-        raise RuntimeError("no Docker engine answers at {} ({}); run `make test`, which starts one".format(
-            DOCKER_URL, e))
+        raise RuntimeError("no Docker engine answers at {} ({}); run `make test`, which starts one".format(url, e))
     return client
 
 

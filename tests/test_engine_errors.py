@@ -40,6 +40,12 @@ def _api_error(status, cls=docker.errors.APIError):
     return cls("{} Client Error".format(status), response=response, explanation="the engine says {}".format(status))
 
 
+def _podman_500(message):
+    response = requests.Response()
+    response.status_code = 500
+    return docker.errors.APIError("500 Server Error", response=response, explanation=message)
+
+
 class MappingTests(SynchronousTestCase):
     """Tests for L{runtime_failure}."""
 
@@ -75,6 +81,12 @@ class MappingTests(SynchronousTestCase):
             (_api_error(404, docker.errors.ImageNotFound), NoSuchImage, None),
             (_api_error(409), WrongState, None),
             (_api_error(400), RuntimeFailure, None),
+            # Podman 4.3 answers these two with a 500 naming the cause at the end of its message
+            (_podman_500('no container with name or ID "x" found: no such container'), NoSuchInstance, None),
+            (_podman_500('creating container storage: the container name "x" is already in use by 08a9. You '
+                         'have to remove that container to be able to reuse that name: that name is already in '
+                         'use'), WrongState, None),
+            (_podman_500("runc: runc create failed: no such container here, but more"), EngineFailure, None),
         ]
         for error, expected, timed_out in cases:
             failure = runtime_failure(error)

@@ -26,7 +26,7 @@ import pytest
 import requests
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import DOCKER_URL, deploy_body, free_port, remove_containers, start_script, unique_name
+from tests.support import deploy_body, docker_url, free_port, remove_containers, start_script, unique_name
 from tests.test_api_docker import ALICE, FOO, _passwd_file, _Server
 from tests.test_mock_home import csrf_of
 from wakeproxy.http.access import AccessKeys
@@ -323,9 +323,10 @@ class EngineErrorDockerTests(_Case):
     """Finding 8: the engine's answer lost to a reset, for real."""
 
     def setUp(self):
-        if not DOCKER_URL.startswith("unix://"):
-            raise AssertionError("these tests need the engine on a unix socket, not {}".format(DOCKER_URL))
-        self.engine = FlakyEngine(DOCKER_URL[len("unix://"):])
+        url = docker_url()
+        if not url.startswith("unix://"):
+            raise AssertionError("these tests need the engine on a unix socket, not {}".format(url))
+        self.engine = FlakyEngine(url[len("unix://"):])
         self.addCleanup(self.engine.close)
         self.server_ = self.server("--allow-host-network", "--docker-url", self.engine.url)
         self.client = self.server_.client

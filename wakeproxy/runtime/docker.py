@@ -13,6 +13,9 @@ Whatever the SDK raises (its own errors, and the C{requests}/C{urllib3}/socket e
 operation as a L{RuntimeFailure} (L{runtime_failure}); the original goes to the log only. A create marks
 its container with a token and removes it again when the create does not complete; leftovers are swept
 on every (re)connect and periodically (see L{wakeproxy.runtime.interface}).
+
+Podman's Docker-compatible API (4.3) works too; the few answers it gives differently are read as Docker's
+where they are met (L{engineerrors.api_status}, L{_inspect}, C{_PODMAN_STATES}, C{_snapshot}; README, "Podman").
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from wakeproxy.runtime.engine import EngineRuntime
-from wakeproxy.runtime.engineerrors import created_seconds, runtime_failure
+from wakeproxy.runtime.engineerrors import api_status, created_seconds, runtime_failure
 from wakeproxy.runtime.interface import (
     CREATING,
     Container,
@@ -44,8 +47,10 @@ __all__ = ["DockerRuntime", "container_from_inspect", "container_from_summary", 
 
 #: Container events that change what we cache (exec_* events from health checks are noise).
 _STATE_ACTIONS = frozenset({
-    "create", "start", "restart", "die", "stop", "kill", "pause", "unpause", "rename", "update", "oom",
+    "create", "start", "restart", "die", "stop", "kill", "pause", "unpause", "rename", "update", "oom", "cleanup",
 })
+#: Podman's state between a die and its cleanup, as Docker names it.
+_PODMAN_STATES = {"stopped": "exited"}
 _HEALTH_RE = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 _EXIT_RE = re.compile(r"^Exited \((-?\d+)\)")
 def default_docker_url(environ: Mapping[str, str]) -> str:
@@ -56,6 +61,16 @@ def default_docker_url(environ: Mapping[str, str]) -> str:
 def _networks(settings: Optional[Mapping[str, Any]]) -> dict[str, str]:
     nets = (settings or {}).get("Networks") or {}
     return {name: (info or {}).get("IPAddress") or "" for name, info in nets.items()}
+
+
+def _inspect(client: docker.APIClient, ref: str) -> dict:
+    """C{client.inspect_container(ref)}, raising C{NotFound} also for Podman's 500 on a container being removed."""
+    try:
+        return client.inspect_container(ref)
+    except docker.errors.APIError as e:
+        if isinstance(e, docker.errors.NotFound) or api_status(e) != 404:
+            raise
+        raise docker.errors.NotFound(str(e), response=e.response, explanation=e.explanation) from e
 
 
 def container_from_inspect(data: Mapping[str, Any]) -> Container:
@@ -69,7 +84,7 @@ def container_from_inspect(data: Mapping[str, Any]) -> Container:
         id=data["Id"],
         name=data["Name"].lstrip("/"),
         image=config.get("Image") or data.get("Image", ""),
-        state=state.get("Status", "unknown"),
+        state=_PODMAN_STATES.get(state.get("Status"), state.get("Status", "unknown")),
         health=health,
         labels=labels,
         network_mode=(data.get("HostConfig") or {}).get("NetworkMode") or "default",
@@ -124,7 +139,7 @@ class DockerRuntime(EngineRuntime):
                 healthcheck=dict(spec.healthcheck) if spec.healthcheck else None,
                 host_config=client.create_host_config(network_mode=spec.network or None, init=spec.init or None),
             )
-            return container_from_inspect(client.inspect_container(created["Id"]))
+            return container_from_inspect(_inspect(client, created["Id"]))
 
         return self._call(lambda client: self._create_marked(
             client, spec.name, spec.image, spec.labels, lambda labels: create(client, labels))).addCallback(self._store)
@@ -166,10 +181,20 @@ class DockerRuntime(EngineRuntime):
         filters: dict[str, Any] = {"label": [str(self.owner)]}
         if leftovers_only:
             filters = {"label": [str(self.owner), CREATING], "status": "created"}
-        return [container_from_summary(s) for s in client.containers(all=True, filters=filters)]
+        summaries = client.containers(all=True, filters=filters)
+        return [c for c in (self._snapshot(client, s) for s in summaries) if c is not None]
+
+    def _snapshot(self, client: docker.APIClient, summary: Mapping[str, Any]) -> Optional[Container]:
+        """From a list entry; Podman's lack HostConfig and health, so inspect those (None: gone meanwhile)."""
+        if summary.get("HostConfig") is not None:
+            return container_from_summary(summary)
+        try:
+            return container_from_inspect(_inspect(client, summary["Id"]))
+        except docker.errors.NotFound:
+            return None
 
     def _find_own(self, client: docker.APIClient, name: str, token: str) -> Optional[str]:
-        data = client.inspect_container(name)
+        data = _inspect(client, name)
         if ((data.get("Config") or {}).get("Labels") or {}).get(CREATING) != token:
             return None
         return data["Id"]
@@ -188,7 +213,7 @@ class DockerRuntime(EngineRuntime):
             current = self._inspect_managed(client, name)
             f(client, current.id, current)
             if inspect_after:
-                return container_from_inspect(client.inspect_container(current.id))
+                return container_from_inspect(_inspect(client, current.id))
             return None
 
         d = self._call(act)
@@ -198,7 +223,7 @@ class DockerRuntime(EngineRuntime):
 
     def _inspect_managed(self, client: docker.APIClient, name: str) -> Container:
         try:
-            current = container_from_inspect(client.inspect_container(name))
+            current = container_from_inspect(_inspect(client, name))
         except docker.errors.NotFound:
             current = None
         # A name lookup may also match an id prefix; insist on the exact name and the owner label.
@@ -216,12 +241,13 @@ class DockerRuntime(EngineRuntime):
             return
         if action == "destroy":
             self._reactor.callFromThread(self._cache.drop_id, cid)
-        elif action.startswith("health_status"):
+        elif action.startswith("health_status:"):
             health = action.partition(":")[2].strip() or "none"
             self._reactor.callFromThread(self._set_health, cid, health)
-        elif action in _STATE_ACTIONS:
+        elif action in _STATE_ACTIONS or action == "health_status":
+            # (Podman's is a bare health_status whose HealthStatus may be the one before: inspect instead)
             try:
-                snapshot = container_from_inspect(client.inspect_container(cid))
+                snapshot = container_from_inspect(_inspect(client, cid))
             except docker.errors.NotFound:
                 self._reactor.callFromThread(self._cache.drop_id, cid)
                 return

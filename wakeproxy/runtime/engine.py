@@ -26,7 +26,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from wakeproxy.runtime.engineerrors import TRANSPORT_ERRORS, explain, runtime_failure
+from wakeproxy.runtime.engineerrors import TRANSPORT_ERRORS, api_status, explain, runtime_failure
 from wakeproxy.runtime.interface import (
     CREATING,
     LEFTOVER_GRACE,
@@ -247,7 +247,7 @@ class EngineRuntime(CachedReads, Service):
             except docker.errors.NotFound:
                 continue
             except docker.errors.APIError as e:
-                if e.status_code == 409:
+                if api_status(e) in (404, 409):
                     continue
                 raise
             self.log.warn("removed {instance}: a create that did not finish left it in 'created'",
@@ -277,7 +277,7 @@ class EngineRuntime(CachedReads, Service):
         except docker.errors.ImageNotFound:
             raise NoSuchImage("no such image: {}".format(image))
         except docker.errors.APIError as e:
-            if e.status_code == 409:
+            if api_status(e) == 409:
                 raise NameInUse("the name {!r} is already in use".format(name))
             self._roll_back(client, name, token, e)
             raise

@@ -30,6 +30,19 @@ TRANSPORT_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTT
                      OSError)
 #: (urllib3's NewConnectionError, a refused connection, is one of its TimeoutErrors: not for us.)
 _TIMEOUTS = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+#: Podman (4.3) answers two of Docker's 404 and 409 cases with a 500 whose message ends in the cause.
+_PODMAN_CAUSES = (("no such container", 404), ("that name is already in use", 409))
+
+
+def api_status(error: docker.errors.APIError) -> int:
+    """The status Docker would have answered (Podman's 500s for a missing container or a taken name: 404, 409)."""
+    status = error.status_code or 0
+    if status == 500:
+        explanation = explain(error)
+        for cause, meant in _PODMAN_CAUSES:
+            if explanation.endswith(cause):
+                return meant
+    return status
 
 
 def runtime_failure(error: BaseException) -> RuntimeFailure:
@@ -45,7 +58,7 @@ def runtime_failure(error: BaseException) -> RuntimeFailure:
     if isinstance(error, docker.errors.ImageNotFound):
         return NoSuchImage(explain(error))
     if isinstance(error, docker.errors.APIError):
-        status = error.status_code or 0
+        status = api_status(error)
         if status == 404:
             return NoSuchInstance(explain(error))
         if status == 409:
