@@ -2,6 +2,7 @@
 
 import os
 import socket
+import tempfile
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -75,9 +76,10 @@ class PlanTests(SynchronousTestCase):
         self.assertNotIn("--workers", supervisor._args)
 
     def test_given_secret_file_is_used(self):
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write("s" * 20)
+        fd, path = tempfile.mkstemp()
+        self.addCleanup(os.unlink, path)
+        os.write(fd, b"s" * 20)
+        os.close(fd)
         options = parsed("--workers", "2", "--listen", "tcp:{}".format(_free_port()), "--peer-secret-file", path)
         plan = worker_plan(options.settings, options.argv, reactor=None)
         self.addCleanup(lambda: [s.close() for s in plan.supervisor._listen + plan.supervisor._internal])
