@@ -1,15 +1,19 @@
 """C{--workers N}: its option checks, what workers are started with, and the sockets the first process binds."""
 
+import json
 import os
 import socket
 import tempfile
 
+from twisted.internet.error import ProcessTerminated
+from twisted.internet.task import Clock
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from wakeproxy.settings import _workers
 from wakeproxy.tap import Options
-from wakeproxy.workers import ENV, _bound, worker_args, worker_plan
+from wakeproxy.workers import ENV, Supervisor, _bound, worker_args, worker_plan
 
 
 def parsed(*args: str) -> Options:
@@ -96,3 +100,82 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class _Transport:
+    def __init__(self, pid: int):
+        self.pid, self.signals = pid, []
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+
+class _SpawningClock(Clock):
+    """A Clock whose spawnProcess records what would run and hands the protocol a fake transport."""
+
+    def __init__(self):
+        Clock.__init__(self)
+        self.spawned = []
+
+    def spawnProcess(self, protocol, executable, args, env, childFDs):
+        protocol.makeConnection(_Transport(1000 + len(self.spawned)))
+        self.spawned.append((protocol, args, env, childFDs))
+        return protocol.transport
+
+
+class SupervisorTests(SynchronousTestCase):
+    def supervisor(self, workers: int = 3):
+        clock = _SpawningClock()
+        listen = [_bound("tcp:0:interface=127.0.0.1")]
+        internal = [_bound("tcp:0:interface=127.0.0.1") for _ in range(workers)]
+        self.addCleanup(lambda: [s.close() for s in listen + internal])
+        urls = ["http://127.0.0.1:{}".format(s.getsockname()[1]) for s in internal]
+        supervisor = Supervisor(clock, ["--idle-timeout", "1m"], listen, internal, urls, 15.0, None)
+        supervisor.startService()
+        return clock, supervisor, listen, internal, urls
+
+    def end(self, protocol) -> None:
+        protocol.processEnded(Failure(ProcessTerminated(signal=9)))
+
+    def test_spawns_the_others_with_the_sockets_and_every_other_process_as_peer(self):
+        clock, supervisor, listen, internal, urls = self.supervisor()
+        self.assertEqual(len(clock.spawned), 2)
+        protocol, args, env, fds = clock.spawned[0]
+        self.assertEqual(args[1:5], ["-m", "twisted", "--log-format=text", "wakeproxy"])
+        self.assertEqual([a for a in args if a.startswith("http://")], [urls[0], urls[2]])
+        doc = json.loads(env[ENV])
+        self.assertEqual((doc["listen"], doc["peer"]), ([listen[0].fileno()], internal[1].fileno()))
+        self.assertEqual(fds[listen[0].fileno()], listen[0].fileno())
+        self.assertEqual(fds[internal[1].fileno()], internal[1].fileno())
+        self.assertNotIn(internal[2].fileno(), fds)  # each worker gets its own internal socket only
+
+    def test_an_exited_worker_comes_back_with_growing_then_reset_delay(self):
+        clock, supervisor, *_ = self.supervisor(workers=2)
+        self.end(clock.spawned[-1][0])
+        clock.advance(0.4)
+        self.assertEqual(len(clock.spawned), 1)
+        clock.advance(0.1)
+        self.assertEqual(len(clock.spawned), 2)
+        self.end(clock.spawned[-1][0])  # died at once again: 1 s this time
+        clock.advance(0.9)
+        self.assertEqual(len(clock.spawned), 2)
+        clock.advance(0.1)
+        self.assertEqual(len(clock.spawned), 3)
+        clock.advance(61)
+        self.end(clock.spawned[-1][0])  # lived a minute: back to 0.5 s
+        clock.advance(0.5)
+        self.assertEqual(len(clock.spawned), 4)
+
+    def test_stop_terms_then_kills_and_spawns_nothing_more(self):
+        clock, supervisor, *_ = self.supervisor()
+        first, second = [p for p, *_ in clock.spawned]
+        d = supervisor.stopService()
+        self.assertEqual((first.transport.signals, second.transport.signals), (["TERM"], ["TERM"]))
+        self.end(first)
+        clock.advance(15)
+        self.assertEqual(second.transport.signals, ["TERM", "KILL"])
+        self.assertNoResult(d)
+        self.end(second)
+        self.successResultOf(d)
+        clock.advance(60)
+        self.assertEqual(len(clock.spawned), 2)
