@@ -155,24 +155,24 @@ def nginx_binary() -> str:
 
 class Nginx(Proc):
     """
-    An nginx of our own: 1 worker, its own prefix directory (config, pid, temp paths, error log), no
+    An nginx of our own: 1 worker (the proxy: C{$BENCH_NGINX_WORKERS}, to compare with C{--workers N}), its own prefix directory (config, pid, temp paths, error log), no
     access log, started in the foreground. C{ports} maps a server's key to the port it listens on.
     """
 
-    def __init__(self, workdir: Path, name: str, http_body: str, ports: dict[str, int]):
+    def __init__(self, workdir: Path, name: str, http_body: str, ports: dict[str, int], workers: int = 1):
         prefix = Path(tempfile.mkdtemp(prefix="nginx-{}-".format(name), dir=workdir))
         self.prefix = prefix
         self.ports = ports
         user = "user root;\n" if os.geteuid() == 0 else ""
         conf = (
-            "{user}worker_processes 1;\ndaemon off;\nmaster_process on;\npid {p}/nginx.pid;\n"
+            "{user}worker_processes {workers:d};\ndaemon off;\nmaster_process on;\npid {p}/nginx.pid;\n"
             "error_log {p}/error.log warn;\n"
             "events {{ worker_connections 8192; }}\n"
             "http {{\n  access_log off;\n  default_type text/plain;\n"
             "  client_body_temp_path {p}/client_body;\n  proxy_temp_path {p}/proxy;\n"
             "  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n"
             "  keepalive_requests 1000000;\n"
-            "{body}\n}}\n").format(user=user, p=prefix, body=http_body)
+            "{body}\n}}\n").format(user=user, workers=workers, p=prefix, body=http_body)
         (prefix / "nginx.conf").write_text(conf)
         Proc.__init__(self, "nginx-" + name,
                       [nginx_binary(), "-p", str(prefix), "-e", str(prefix / "error.log"),
@@ -208,7 +208,7 @@ class Nginx(Proc):
                 "  server {{\n    listen 127.0.0.1:{port} backlog=4096;\n    client_max_body_size 0;\n"
                 "    location / {{\n      proxy_pass http://up_{key};\n      proxy_http_version 1.1;\n"
                 "{headers}    }}\n  }}".format(key=key, up=upstream_port, port=port, headers=headers))
-        return cls(workdir, name, "\n".join(blocks), ports)
+        return cls(workdir, name, "\n".join(blocks), ports, workers=int(os.environ.get("BENCH_NGINX_WORKERS", "1")))
 
     def start(self, timeout: float = 10.0) -> "Nginx":
         Proc.start(self)

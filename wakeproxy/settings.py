@@ -127,6 +127,8 @@ class PeerSettings:
     urls: tuple[str, ...] = ()
     secret: Optional[str] = None
     fence_timeout: float = 30.0
+    #: --workers: replicas on this host sharing the proxy's listening sockets (wakeproxy/workers.py)
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ def from_options(options: Mapping[str, Any]) -> Settings:
     proxy = _proxy(options)
     api = _api(options)
     return Settings(runtime=runtime, proxy=proxy, waking=waking, api=api, access=_access(options),
-                    peers=_peers(options, waking.stop_timeout), allow_ports=tuple(options["allow-port"]) or tuple(DEFAULT_ALLOW_PORTS),
+                    peers=_peers(options, waking.stop_timeout, proxy.listen), allow_ports=tuple(options["allow-port"]) or tuple(DEFAULT_ALLOW_PORTS),
                     trusted_proxies=tuple(options["trusted-proxy"]))
 
 
@@ -207,17 +209,18 @@ def _runtime(o: Mapping[str, Any]) -> RuntimeSettings:
                            threads=_positive(o, "docker-threads"), kind=o.get("runtime", "docker"))
 
 
-def _peers(o: Mapping[str, Any], stop_timeout: float) -> PeerSettings:
+def _peers(o: Mapping[str, Any], stop_timeout: float, listen: tuple[str, ...] = ()) -> PeerSettings:
     urls = tuple(o.get("peer") or ())
     fence_timeout = _duration(o, "peer-fence-timeout")
-    if urls and fence_timeout <= stop_timeout + 5:
+    workers = _workers(o, listen)
+    if (urls or workers > 1) and fence_timeout <= stop_timeout + 5:
         raise usage.UsageError("--peer-fence-timeout must be longer than --stop-timeout plus 5s: a peer's fence "
                                "has to outlast the stop it guards")
     path = o.get("peer-secret-file")
     if path is None:
         if urls:
             raise usage.UsageError("--peer needs --peer-secret-file (the secret replicas share)")
-        return PeerSettings(fence_timeout=fence_timeout)
+        return PeerSettings(fence_timeout=fence_timeout, workers=workers)
     try:
         with open(path, encoding="utf-8") as f:
             secret = f.read().strip()
@@ -225,7 +228,23 @@ def _peers(o: Mapping[str, Any], stop_timeout: float) -> PeerSettings:
         raise usage.UsageError("--peer-secret-file: cannot read {!r} ({})".format(path, e))
     if len(secret) < 16:
         raise usage.UsageError("--peer-secret-file: the secret must have at least 16 characters")
-    return PeerSettings(urls, secret, fence_timeout)
+    return PeerSettings(urls, secret, fence_timeout, workers)
+
+
+def _workers(o: Mapping[str, Any], listen: tuple[str, ...]) -> int:
+    """C{--workers N}: 1 to 64; above 1, every --listen must be a tcp: or tcp6: endpoint (the shared sockets)."""
+    try:
+        workers = int(o.get("workers") or 1)
+    except ValueError:
+        raise usage.UsageError("--workers: {!r} is not a whole number".format(o.get("workers")))
+    if not 1 <= workers <= 64:
+        raise usage.UsageError("--workers must be between 1 and 64, got {}".format(workers))
+    if workers > 1:
+        for description in listen:
+            if description.split(":", 1)[0].lower() not in ("tcp", "tcp6"):
+                raise usage.UsageError("--workers above 1 shares only tcp: and tcp6: listeners, not {!r} "
+                                       "(terminate TLS in front, or run one worker)".format(description))
+    return workers
 
 
 def _waking(o: Mapping[str, Any]) -> WakingSettings:

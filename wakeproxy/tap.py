@@ -107,6 +107,9 @@ class Options(usage.Options):
          "With --access forward-auth: how long an answer is reused per credential and instance (0: never)."],
         ["peer-secret-file", None, None,
          "File holding the secret (at least 16 characters) that replicas (--peer) present to each other."],
+        ["workers", None, "1",
+         "Processes sharing the --listen sockets (tcp:/tcp6: only), each the others' peer; the first also serves "
+         "the deploy API and restarts workers that exit."],
         ["peer-fence-timeout", None, "30s",
          "How long a peer's fence holds an instance's new requests at most, if its stopper never releases it."],
     ]
@@ -172,6 +175,13 @@ class Options(usage.Options):
             raise usage.UsageError("--no-wake-user-agent: not a regular expression ({})".format(e))
         self["no-wake-user-agent"].append(regex)
 
+    def parseOptions(self, options=None) -> None:
+        """Also keeps the arguments as given: what C{--workers} starts its workers with."""
+        import sys
+
+        self.argv = list(sys.argv[1:] if options is None else options)
+        usage.Options.parseOptions(self, options)
+
     def postOptions(self) -> None:
         """Check every value and keep what they mean in L{settings}, the only thing makeService reads."""
         self.settings: Settings = from_options(self)
@@ -209,7 +219,12 @@ def makeService(options: Options, reactor=None) -> MultiService:
     from wakeproxy.waking.waker import Waker
     from wakeproxy.waking.wakepolicy import WakePolicy
 
+    from wakeproxy.workers import worker_plan
+
     settings: Settings = options.settings
+    workers = worker_plan(settings, getattr(options, "argv", []), reactor)
+    if workers is not None:
+        settings = workers.settings  # its sibling processes as peers
     proxy, waking, api = settings.proxy, settings.waking, settings.api
     if settings.access.mode == "open":
         log.warn("--access open: ANYONE who can reach the proxy listener can wake and use ANY instance by naming "
@@ -245,16 +260,33 @@ def makeService(options: Options, reactor=None) -> MultiService:
         trusted=partial(is_trusted, networks=settings.trusted_proxies) if settings.trusted_proxies else None,
         access_log=AccessLog.open(proxy.access_log, proxy.access_log_format) if proxy.access_log else None)
     ProxyService(relay, pool, waker, proxy.drain_timeout).setServiceParent(top)
-    for description in proxy.listen:
-        StreamServerEndpointService(listening_endpoint(reactor, description), relay).setServiceParent(top)
-
-    api_site = QuietSite(api_resource(api, runtime, waker, reactor, policy=policy, access=settings.access,
-                                      trusted_proxies=settings.trusted_proxies, stop_timeout=waking.stop_timeout,
-                                      activity=idle.activity, metrics=metrics, peer_secret=settings.peers.secret),
-                         requestFactory=limited_request(api.max_body), reactor=reactor)
-    StreamServerEndpointService(listening_endpoint(reactor, api.listen), api_site).setServiceParent(top)
+    if workers is None:
+        for description in proxy.listen:
+            StreamServerEndpointService(listening_endpoint(reactor, description), relay).setServiceParent(top)
+    else:
+        _add_workers(workers, top, relay, runtime, waker, reactor)
+    if workers is None or workers.first:  # the deploy API: one process only
+        api_site = QuietSite(api_resource(api, runtime, waker, reactor, policy=policy, access=settings.access,
+                                          trusted_proxies=settings.trusted_proxies, stop_timeout=waking.stop_timeout,
+                                          activity=idle.activity, metrics=metrics, peer_secret=settings.peers.secret),
+                             requestFactory=limited_request(api.max_body), reactor=reactor)
+        StreamServerEndpointService(listening_endpoint(reactor, api.listen), api_site).setServiceParent(top)
     reactor.addSystemEventTrigger("before", "shutdown", _repeated_signals_wait, proxy.drain_timeout)
     return top
+
+
+def _add_workers(workers, top: MultiService, relay, runtime, waker, reactor) -> None:
+    """C{--workers}: accept on the shared sockets, serve /peer on the internal one; the first supervises."""
+    from wakeproxy.api.peer import PeerResource
+    from wakeproxy.api.resources import health_resource
+    from wakeproxy.workers import AdoptedPort, peer_root
+
+    for fd in workers.listen_fds:
+        AdoptedPort(reactor, fd, relay, ready=None if workers.first else runtime.ready).setServiceParent(top)
+    root = peer_root(PeerResource(waker, workers.settings.peers.secret), health_resource(runtime))
+    AdoptedPort(reactor, workers.peer_fd, QuietSite(root, reactor=reactor)).setServiceParent(top)
+    if workers.supervisor is not None:
+        workers.supervisor.setServiceParent(top)
 
 
 def create_policy(settings: Settings) -> CreatePolicy:

@@ -51,7 +51,7 @@ from wakeproxy.http.selector import valid_instance_name
 from wakeproxy.metrics import CollectorRegistry, exposition
 from wakeproxy.settings import AccessSettings, ApiSettings
 
-__all__ = ["api_resource", "openapi_document"]
+__all__ = ["api_resource", "health_resource", "openapi_document"]
 
 log = Logger()
 
@@ -168,6 +168,11 @@ class _Health(_Readable):
         body = json.dumps({"status": "ok", "instances": len(self._runtime.list())}).encode() + b"\n"
         request.setHeader(b"content-type", b"application/json")
         return body
+
+
+def health_resource(runtime) -> Resource:
+    """C{/healthz} alone (a C{--workers} process's internal listener serves it too)."""
+    return _Health(runtime)
 
 
 class _Document(_Readable):

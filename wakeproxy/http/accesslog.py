@@ -2,7 +2,8 @@
 """
 The proxy listener's access log (C{--access-log FILE|-}, C{--access-log-format json|combined}): one line
 per request and per tunnel, written when the exchange ends: time, client, instance, method, target,
-status, bytes each way, duration, whether it had to wake the instance and the wake's phases.
+status, bytes each way, duration, whether it had to wake the instance and the wake's phases, and (json)
+the serving process's pid, which tells C{--workers} processes apart (they append to the same file).
 
 Also C{json_observer}, for C{twistd --logger wakeproxy.http.accesslog.json_observer}: wakeproxy's own log as
 one JSON object per event (Twisted's JSON log format, RFC 7464 records) on standard output.
@@ -11,6 +12,7 @@ one JSON object per event (Twisted's JSON log format, RFC 7464 records) on stand
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Optional, TextIO
@@ -46,6 +48,7 @@ class AccessLog:
             "duration_ms": round((now - exchange.began) * 1000, 1),
             "tunnel": exchange.tunnel,
             "woke": exchange.woke is not None,
+            "pid": os.getpid(),  # which process served it (--workers)
         }
         if exchange.woke is not None:
             entry["wake"] = exchange.woke.decode("ascii")
