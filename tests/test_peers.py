@@ -6,6 +6,8 @@ L{MemoryRuntime} asking each other in memory, and the C{/peer} resource.
 """
 
 import json
+import os
+import tempfile
 from io import BytesIO
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -359,7 +361,9 @@ class OptionsTests(SynchronousTestCase):
     """C{--peer}, C{--peer-secret-file}, C{--peer-fence-timeout}: refused with a sentence when wrong."""
 
     def secret(self, text):
-        path = self.mktemp()
+        fd, path = tempfile.mkstemp(prefix="wakeproxy-peer-secret-")
+        os.close(fd)
+        self.addCleanup(os.remove, path)
         with open(path, "w") as f:
             f.write(text + "\n")
         return path
@@ -385,7 +389,7 @@ class OptionsTests(SynchronousTestCase):
             (["--peer", "http://127.0.0.1:8009"], "--peer-secret-file"),
             (["--peer", "127.0.0.1:8009"], "http://"),
             (["--peer-secret-file", self.secret("short")], "16 characters"),
-            (["--peer-secret-file", self.mktemp()], "cannot read"),
+            (["--peer-secret-file", os.path.join(tempfile.gettempdir(), "wakeproxy-no-such-secret")], "cannot read"),
             (["--peer-fence-timeout", "soon"], "--peer-fence-timeout"),
             (["--peer", "http://127.0.0.1:8009", "--peer-secret-file", self.secret("x" * 16),
               "--peer-fence-timeout", "14s", "--stop-timeout", "10s"], "outlast the stop"),
