@@ -27,10 +27,6 @@ from wakeproxy.runtime.interface import WrongState
 pytestmark = [pytest.mark.podman, pytest.mark.docker, pytest.mark.skipif(bool(podman_missing()),
                                                                            reason=podman_missing() or "-")]
 
-#: Podman's events reach a subscriber 0.05-0.4 s after the change (its file backend; measured with a
-#: private service here), Docker's within milliseconds: what the tests allow before acting on a change
-#: made behind wakeproxy's back
-PODMAN_EVENT_LAG = 1.0
 #: the running service, while this module's tests run
 _engine = {}
 
@@ -111,7 +107,6 @@ class PodmanRuntimeTests(conformance.DockerRuntimeTests):
 class PodmanWakeTests(test_proxy_docker.WakeTests):
     """Hold, wake (a herd of 200 → one start), replay, wake failures, through Podman."""
 
-    event_lag = PODMAN_EVENT_LAG
 
 
 class PodmanUnknownTests(test_proxy_docker.UnknownTests):
@@ -121,7 +116,6 @@ class PodmanUnknownTests(test_proxy_docker.UnknownTests):
 class PodmanIdleStopTests(test_idle_docker.IdleStopTests):
     """The other half of scale-to-zero: idle stops, pause, a request during a stop."""
 
-    event_lag = PODMAN_EVENT_LAG
 
 
 class PodmanWebSocketWakeTests(test_relay_docker.WebSocketWakeTests):

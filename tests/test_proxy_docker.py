@@ -26,10 +26,6 @@ def _cookie(name):
 class _ProxyCase(SynchronousTestCase):
     """One wakeproxy per test (started with C{self.wakeproxy(*args)}) and the containers the test makes."""
 
-    #: seconds within which a change made behind wakeproxy's back reaches it from the engine's events
-    #: (Docker: milliseconds; Podman's file events backend: up to ~0.4 s here, tests/test_podman.py)
-    event_lag = 0.2
-
     def setUp(self):
         self.instances = Instances()
         self.addCleanup(self.instances.cleanup)

@@ -26,6 +26,7 @@ class AccessLog:
             raise ValueError("access log format: 'json' or 'combined', not {!r}".format(fmt))
         self._out = out
         self._combined = fmt == "combined"
+        self._pid = os.getpid()  # which process serves (--workers: each process builds its own log)
 
     @classmethod
     def open(cls, target: str, fmt: str = "json") -> "AccessLog":
@@ -48,7 +49,7 @@ class AccessLog:
             "duration_ms": round((now - exchange.began) * 1000, 1),
             "tunnel": exchange.tunnel,
             "woke": exchange.woke is not None,
-            "pid": os.getpid(),  # which process served it (--workers)
+            "pid": self._pid,
         }
         if exchange.woke is not None:
             entry["wake"] = exchange.woke.decode("ascii")

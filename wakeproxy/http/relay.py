@@ -33,7 +33,7 @@ from zope.interface import implementer
 
 from wakeproxy import answers
 from wakeproxy.http.exchange import Exchange
-from wakeproxy.http.sockets import eager_writer, peer_gone, raw_socket, set_nodelay
+from wakeproxy.http.sockets import HalfClose, eager_writer, peer_gone, raw_socket, set_nodelay
 from wakeproxy.http.wire import WireError, head_problem, parse_request_head
 
 __all__ = ["RelayFactory", "RelayProtocol", "Timeouts"]
@@ -90,7 +90,7 @@ class _ClientFull:
 
 
 @implementer(IHalfCloseableProtocol)
-class RelayProtocol(Protocol):
+class RelayProtocol(HalfClose, Protocol):
     """One client connection."""
 
     def __init__(self, relay: "RelayFactory"):
@@ -108,7 +108,6 @@ class RelayProtocol(Protocol):
         self._paused: set = set()
         self._parsing = False
         self._closed = False
-        self._read_ended = self._write_ended = False  # half-closes of a tunnel
 
     def connectionMade(self) -> None:
         transport = self.transport
@@ -311,16 +310,9 @@ class RelayProtocol(Protocol):
         exchange = self.exchange
         if exchange is not None and exchange.tunnel:
             exchange.tunnel_client_eof()
-            self._read_ended = True
-            if self._write_ended:
-                self.transport.loseConnection()  # both directions of the tunnel are over
+            self.read_ended()
             return
         self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        self._write_ended = True
-        if self._read_ended:
-            self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
         self._closed = True

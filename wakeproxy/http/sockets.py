@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 from twisted.internet import tcp
 
-__all__ = ["eager_writer", "peer_gone", "quickack", "raw_socket", "set_nodelay"]
+__all__ = ["HalfClose", "eager_writer", "peer_gone", "quickack", "raw_socket", "set_nodelay"]
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
@@ -95,3 +95,23 @@ def eager_writer(transport) -> Callable[[bytes], None]:
             later(data[sent:] if sent else data)
 
     return write
+
+
+class HalfClose:
+    """
+    A tunnel's two directions on one transport: each ends on its own (C{read_ended}, and Twisted's
+    C{writeConnectionLost}); the connection closes once both have.
+    """
+
+    _read_ended = False
+    _write_ended = False
+
+    def read_ended(self) -> None:
+        self._read_ended = True
+        if self._write_ended:
+            self.transport.loseConnection()  # both directions of the tunnel are over
+
+    def writeConnectionLost(self) -> None:
+        self._write_ended = True
+        if self._read_ended:
+            self.transport.loseConnection()

@@ -27,7 +27,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from zope.interface import implementer
 
-from wakeproxy.http.sockets import eager_writer, quickack, raw_socket, set_nodelay
+from wakeproxy.http.sockets import HalfClose, eager_writer, quickack, raw_socket, set_nodelay
 from wakeproxy.http.wire import ChunkScanner, WireError, parse_response_head
 
 __all__ = ["Upstream", "UpstreamConnection", "UpstreamPool", "upstream_from_url"]
@@ -56,7 +56,7 @@ _MAX_RESPONSE_HEAD = 64 * 1024
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class UpstreamConnection(Protocol):
+class UpstreamConnection(HalfClose, Protocol):
     """One connection to an upstream; bound to at most one exchange at a time."""
 
     def __init__(self, pool: "UpstreamPool", upstream):
@@ -64,7 +64,6 @@ class UpstreamConnection(Protocol):
         self.upstream = upstream
         self.exchange = None
         self._paused_client = None
-        self._read_ended = self._write_ended = False  # half-closes of a tunnel
         self.on_made = None
         self.reused = False
         self.idle_since = 0.0
@@ -252,15 +251,8 @@ class UpstreamConnection(Protocol):
     def readConnectionLost(self) -> None:
         if self._state == _TUNNEL and self.exchange is not None:
             self.exchange.tunnel_upstream_eof()
-            self._read_ended = True
-            if self._write_ended:
-                self.transport.loseConnection()  # both directions of the tunnel are over
+            self.read_ended()
         else:
-            self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        self._write_ended = True
-        if self._read_ended:
             self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
