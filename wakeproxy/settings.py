@@ -206,7 +206,7 @@ def _runtime(o: Mapping[str, Any]) -> RuntimeSettings:
     docker_url = o["docker-url"] if o["docker-url"] is not None else (
         os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
     return RuntimeSettings(docker_url=docker_url, owner=_parsed(parse_owner_label, o, "owner-label"),
-                           threads=_positive(o, "docker-threads"), kind=o.get("runtime", "docker"))
+                           threads=_positive(o, "docker-threads"), kind=_choice(o, "runtime", ("docker", "swarm")) if "runtime" in o else "docker")
 
 
 def _peers(o: Mapping[str, Any], stop_timeout: float, listen: tuple[str, ...] = ()) -> PeerSettings:

@@ -30,12 +30,6 @@ __all__ = ["Options", "create_policy", "makeService"]
 log = Logger()
 
 
-def _runtime_kind(value: str) -> str:
-    if value not in ("docker", "swarm"):
-        raise ValueError("--runtime must be 'docker' or 'swarm', got {!r}".format(value))
-    return value
-
-
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = ("wakeproxy holds requests for stopped Docker containers, starts them once, waits until "
@@ -45,7 +39,7 @@ class Options(usage.Options):
         ["api-listen", None, "tcp:8008:interface=127.0.0.1",
          "Endpoint for the deploy API (localhost only unless told otherwise)."],
         ["runtime", None, "docker", "Where instances live: 'docker' (containers) or 'swarm' (Swarm services, "
-         "asleep at 0 replicas; --docker-url names a manager node).", _runtime_kind],
+         "asleep at 0 replicas; --docker-url names a manager node)."],
         ["docker-url", None, None,
          "Docker engine URL [default: $DOCKER_HOST, else unix:///var/run/docker.sock]."],
         ["owner-label", None, "wakeproxy.managed=true",
