@@ -18,7 +18,7 @@ from wakeproxy.waking.idle import IdleStopper
 from wakeproxy.waking.labels import DEPENDS_ON, GROUP, HEALTH_CHECK, IDLE_TIMEOUT, OWNER, PORT, port_allowed, reach
 from wakeproxy.runtime.memory import MemoryRuntime
 from wakeproxy.runtime.interface import OwnerLabel
-from wakeproxy.settings import listening_ports
+from wakeproxy.listeners import listening_ports
 from wakeproxy.tap import Options
 from wakeproxy.waking.waker import Waker
 

@@ -18,7 +18,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
@@ -28,6 +28,7 @@ from wakeproxy.durations import parse_duration
 from wakeproxy.http.access import COOKIE as ACCESS_COOKIE
 from wakeproxy.http.access import AccessKeys
 from wakeproxy.http.selector import parse_selector
+from wakeproxy.listeners import listening_ports
 from wakeproxy.runtime.interface import OwnerLabel, parse_owner_label
 from wakeproxy.waking.labels import DEFAULT_ALLOW_PORTS
 from wakeproxy.waking.wakepolicy import DEFAULT_NO_WAKE_PATHS, parse_wake_rate
@@ -41,14 +42,12 @@ __all__ = [
     "Settings",
     "WakingSettings",
     "from_options",
-    "listening_ports",
     "parse_port_range",
 ]
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: header and cookie names
-_ENDPOINT_PORT_KINDS = ("tcp", "tcp6", "ssl")
 
 
 @dataclass(frozen=True)
@@ -397,39 +396,3 @@ def parse_port_range(text: str) -> tuple[int, int]:
     if not 1 <= bounds[0] <= bounds[1] <= 65535:
         raise ValueError("ports are 1-65535, low to high, got {!r}".format(text))
     return bounds
-
-
-def listening_ports(descriptions: Iterable[str]) -> frozenset:
-    """
-    The TCP ports of Twisted server endpoint strings (C{tcp:8000}, C{tcp:port=8008:interface=127.0.0.1},
-    C{ssl:443:privateKey=...}, C{tcp6:8000}); others (C{unix:}, port 0) have none.
-    """
-    ports = set()
-    for description in descriptions:
-        parts = _endpoint_parts(description or "")
-        if not parts or parts[0].lower() not in _ENDPOINT_PORT_KINDS:
-            continue
-        positional = [p for p in parts[1:] if "=" not in p]
-        keywords = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
-        raw = keywords.get("port", positional[0] if positional else "")
-        if raw.isascii() and raw.isdigit() and 0 < int(raw) < 65536:
-            ports.add(int(raw))
-    return frozenset(ports)
-
-
-def _endpoint_parts(description: str) -> list[str]:
-    """Split an endpoint string at its colons, as Twisted does (a backslash escapes the next character)."""
-    parts, current, escaped = [], [], False
-    for char in description:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
