@@ -363,7 +363,7 @@ class Exchange:
     def going_away(self) -> None:
         """The instance goes to sleep: a WebSocket client gets close 1001, then both sides close."""
         if self.scanners is not None and self.scanners[1].at_boundary:
-            self.client.transport.write(close_frame(1001, b"going away"))
+            self.client.write(close_frame(1001, b"going away"))
         self.client.transport.loseConnection()
         conn = self.conn
         if conn is not None:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_relay -*-
+# -*- test-case-name: tests.test_sockets,tests.test_relay -*-
 """
 Socket-level speed for the relay's transports: C{TCP_NODELAY} on every socket, C{TCP_QUICKACK} re-armed
 after each upstream read, and an eager write.
@@ -11,14 +11,25 @@ response that arrives whole costs no extra system call.
 
 Why eager: C{transport.write} always waits for the reactor's next writable event (an epoll_ctl pair and
 a loop pass per write). When nothing is queued on a plain TCP transport, L{eager_writer}'s function calls
-C{socket.send} at once and hands only a remainder to C{transport.write} (measured: +37 % requests/s).
+C{socket.send} itself and hands only a remainder to C{transport.write} (measured: +37 % requests/s).
 TLS and other transports always use C{transport.write}. This reads two attributes of Twisted's
 C{FileDescriptor} (its write queue); without them it falls back to C{transport.write}.
+
+Why at the end of the reactor pass, not at once: a send to a loopback peer that sleeps in C{epoll_wait}
+wakes it, and in a VM that wake-up (an IPI) costs more than the send. Sending at once wakes the client or
+upstream once per write; queueing the pass's sends (one C{callLater(0)}, which runs after every event of
+the pass and before the next C{epoll_wait}) wakes each peer about once per pass, whose events it then
+finds together. Measured on the warm path at c=32: 53 -> 39 µs of CPU per request, system time halved.
+Writes to one transport stay in order (a transport with sends queued queues every later write too, and
+consecutive writes to one transport become one send); the transport's C{loseConnection} and
+C{loseWriteConnection} send the queued bytes first (from a timer's call, Twisted's next writable event
+could otherwise close the socket before the flush).
 """
 
 from __future__ import annotations
 
 import socket
+import weakref
 from typing import Callable, Optional
 
 from twisted.internet import tcp
@@ -74,17 +85,21 @@ def peer_gone(transport) -> bool:
 
 
 def eager_writer(transport) -> Callable[[bytes], None]:
-    """A C{write(data)} for C{transport} that sends at once when its write queue is empty."""
+    """A C{write(data)} for C{transport} that sends itself, at the end of the reactor pass (see above)."""
     if not isinstance(transport, tcp.Connection) or not hasattr(transport, "_tempDataLen") \
             or not hasattr(transport, "dataBuffer"):
         return transport.write
-    sock = transport.socket
-    send = sock.send
+    send = transport.socket.send
     later = transport.write
+    batch = _batch(transport.reactor)
+    queued = 0  # this transport's writes in the batch
 
-    def write(data: bytes) -> None:
-        if transport._tempDataLen or len(transport.dataBuffer) != transport.offset or not transport.connected \
-                or transport.disconnecting:
+    def send_queued(data: bytes) -> None:
+        nonlocal queued
+        queued = 0
+        if not transport.connected:
+            return  # the connection is gone, and its bytes with it
+        if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:
             later(data)
             return
         try:
@@ -94,7 +109,63 @@ def eager_writer(transport) -> Callable[[bytes], None]:
         if sent < len(data):
             later(data[sent:] if sent else data)
 
+    def write(data: bytes) -> None:
+        nonlocal queued
+        if queued:
+            batch.add_to_last(send_queued, data)
+            return
+        if transport._tempDataLen or len(transport.dataBuffer) != transport.offset or not transport.connected:
+            later(data)
+            return
+        queued = 1
+        batch.add(send_queued, data)
+
+    def closing(close: Callable) -> Callable:
+        def close_after_queued(*args, **kwargs):
+            if queued:
+                batch.flush()  # a close from a timer would otherwise come first: Twisted's next writable event
+            return close(*args, **kwargs)
+        return close_after_queued
+
+    transport.loseConnection = closing(transport.loseConnection)
+    transport.loseWriteConnection = closing(transport.loseWriteConnection)
     return write
+
+
+class _Batch:
+    """One reactor's sends queued during its current pass, sent together by one C{callLater(0)}."""
+
+    def __init__(self, reactor) -> None:
+        self._reactor = reactor
+        self._queued: list = []  # [send, data] pairs, in write order
+
+    def add(self, send: Callable[[bytes], None], data: bytes) -> None:
+        if not self._queued:
+            self._reactor.callLater(0, self.flush)
+        self._queued.append([send, data])
+
+    def add_to_last(self, send: Callable[[bytes], None], data: bytes) -> None:
+        """Queue C{data} after C{send}'s queued bytes: joined with them when they are the last queued."""
+        last = self._queued[-1]
+        if last[0] is send:
+            last[1] += data
+        else:
+            self._queued.append([send, data])
+
+    def flush(self) -> None:
+        queued, self._queued = self._queued, []
+        for send, data in queued:
+            send(data)
+
+
+_batches: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _batch(reactor) -> _Batch:
+    batch = _batches.get(reactor)
+    if batch is None:
+        batch = _batches[reactor] = _Batch(reactor)
+    return batch
 
 
 class HalfClose:
