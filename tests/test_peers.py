@@ -2,7 +2,8 @@
 """
 Tests for replicas acting as one without Docker: the waker's fences (L{wakeproxy.waking.fences}) on a
 Clock, the fence protocol's decision (L{wakeproxy.waking.peers}), two replicas' idle stoppers over one
-L{MemoryRuntime} asking each other in memory, and the C{/peer} resource.
+L{MemoryRuntime} asking each other in memory, the first process of C{--workers} answering for its group
+(L{GroupFences}), and the C{/peer} resource.
 """
 
 import json
@@ -21,7 +22,7 @@ from wakeproxy.settings import PeerSettings
 from wakeproxy.api.peer import PeerResource
 from wakeproxy.runtime.memory import MemoryRuntime
 from wakeproxy.waking.idle import PEER_RETRY, IdleStopper
-from wakeproxy.waking.peers import PeerError, Peers, peer_idle
+from wakeproxy.waking.peers import GroupFences, PeerError, Peers, group_report, peer_idle
 from wakeproxy.waking.states import State
 from wakeproxy.waking.waker import Waker
 
@@ -311,6 +312,102 @@ class TwoReplicasTests(SynchronousTestCase):
         self.assertEqual(self.runtime.get(APP).state, "exited")
 
 
+class GroupFencesTests(SynchronousTestCase):
+    """A peer on another host fences the first process of a C{--workers} group: the fence goes to every worker."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(100)
+        self.runtime = MemoryRuntime()
+        self.runtime.add_managed(APP, labels={"wakeproxy.port": "8080"})
+        self.first, *self.workers = [_Replica(self, self.clock, self.runtime) for _ in range(3)]
+        for replica in [self.first] + self.workers:
+            replica.wake()
+        self.wakers = [w.waker for w in self.workers]
+        self.calls = []
+        call = in_memory(self.wakers)
+
+        def counted(method, url, doc):
+            self.calls.append(url)
+            return call(method, url, doc)
+
+        self.group = GroupFences(self.first.waker, Peers(["http://peer0", "http://peer1"], counted))
+
+    def states(self):
+        return [r.waker.state(APP) for r in [self.first] + self.workers]
+
+    def test_all_idle_fenced_everywhere_then_released_everywhere(self):
+        self.clock.advance(IDLE)
+        report = self.successResultOf(self.group.fence(APP, "t", 30))
+        self.assertEqual(report, {"known": True, "fenced": True, "state": "fenced", "inflight": 0, "held": 0,
+                                  "idle_for": IDLE})
+        self.assertIsNone(peer_idle(report, IDLE))
+        self.assertEqual(self.states(), [State.FENCED] * 3)
+        self.assertIs(self.successResultOf(self.group.release(APP, "t")), True)
+        self.assertEqual(self.states(), [State.READY] * 3)
+        self.assertEqual(self.calls, ["http://peer0/peer/fence/" + APP, "http://peer1/peer/fence/" + APP,
+                                      "http://peer0/peer/release/" + APP, "http://peer1/peer/release/" + APP])
+
+    def test_busy_only_in_a_worker_sums_and_most_recent_activity(self):
+        self.clock.advance(IDLE)
+        self.wakers[1].exchange_began(APP)
+        self.wakers[1].exchange_began(APP)
+        self.wakers[0].exchange_ended(APP)  # activity at the worker 0 just now
+        self.clock.advance(1)
+        report = self.successResultOf(self.group.fence(APP, "t", 30))
+        self.assertEqual((report["fenced"], report["inflight"], report["held"], report["idle_for"]), (True, 2, 0, 1.0))
+        self.assertIn("2 requests in flight", peer_idle(report, IDLE))
+        self.successResultOf(self.group.release(APP, "t"))
+
+    def test_worker_refusing_is_not_idle(self):
+        """Worker 1 is waking another instance: it does not take the fence, so neither does the group."""
+        self.runtime.add_managed("other", labels={"wakeproxy.port": "8081"})
+        self.runtime.hold_next_start("other")
+        waiting = self.wakers[1].wait_ready("other")
+        report = self.successResultOf(self.group.fence("other", "t", 30))
+        self.assertEqual((report["fenced"], report["held"]), (False, 1))
+        self.assertIn("worker http://peer1 did not fence the instance (it is waking)", peer_idle(report, IDLE))
+        self.assertEqual([self.first.waker.state("other"), self.wakers[0].state("other")], [State.FENCED] * 2)
+        self.successResultOf(self.group.release("other", "t"))
+        self.assertEqual([self.first.waker.state("other"), self.wakers[0].state("other")], [State.UNREADY] * 2)
+        self.runtime.held_starts["other"].callback(None)
+        self.workers[1].plan.probes[-1].callback(True)
+        self.successResultOf(waiting)
+
+    def test_unreachable_worker_is_not_idle_and_the_others_are_released(self):
+        self.wakers[1] = None
+        self.clock.advance(IDLE)
+        report = self.successResultOf(self.group.fence(APP, "t", 30))
+        self.assertFalse(report["fenced"])
+        self.assertIn("worker http://peer1 could not be asked (connection refused)", peer_idle(report, IDLE))
+        self.assertEqual(self.states()[:2], [State.FENCED] * 2)  # until the peer's release, or their expiry
+        self.assertIs(self.successResultOf(self.group.release(APP, "t")), True)
+        self.assertEqual(self.states()[:2], [State.READY] * 2)
+
+    def test_unknown_everywhere(self):
+        report = self.successResultOf(self.group.fence("nope", "t", 30))
+        self.assertEqual((report["known"], report["fenced"]), (False, False))
+        self.assertIsNone(peer_idle(report, IDLE))
+        self.assertIs(self.successResultOf(self.group.release("nope", "t")), False)
+
+    def test_group_report_table(self):
+        idle = {"known": True, "fenced": True, "state": "fenced", "inflight": 0, "held": 0, "idle_for": 9.0}
+        unknown = {"known": False, "fenced": False, "state": None, "inflight": 0, "held": 0, "idle_for": None}
+        cases = [  # (here, workers' answers, fenced, idle_for, reason)
+            (idle, [dict(idle, idle_for=None)], True, 9.0, None),
+            (dict(idle, idle_for=None), [dict(idle, idle_for=None)], True, None, None),
+            (unknown, [dict(idle, idle_for=3.0)], True, 3.0, None),  # a process that has not read the engine yet
+            (idle, [unknown], True, 9.0, None),
+            (dict(idle, fenced=False, state="stopping"), [idle], False, 9.0, None),
+            (idle, [[1, 2]], False, 9.0, "JSON object"),
+            (unknown, [unknown], False, None, None),
+        ]
+        for here, answers, fenced, idle_for, reason in cases:
+            report = group_report(here, [("http://w{}".format(i), True, a) for i, a in enumerate(answers)])
+            self.assertEqual((report["fenced"], report["idle_for"]), (fenced, idle_for), (here, answers))
+            self.assertIn(reason or "", report.get("reason", ""), (here, answers))
+
+
 class ResourceTests(SynchronousTestCase):
     """C{/peer/fence|release/<name>}: the shared secret, the body, problem+json for every error."""
 
@@ -355,6 +452,40 @@ class ResourceTests(SynchronousTestCase):
                      {"token": "t", "seconds": 0}, {"token": "t", "seconds": 10000}, {"token": "t", "seconds": True}):
             self.assertEqual(self.call("fence", body=body)[0], 400, body)
         self.assertEqual(self.replica.waker.state(APP), State.READY)
+
+
+class LaterResourceTests(SynchronousTestCase):
+    """C{/peer} on fences that answer later (L{GroupFences}): written when they do, not after the client left."""
+
+    def setUp(self):
+        self.pending = Deferred()
+        self.resource = PeerResource(self, ResourceTests.SECRET)
+
+    def fence(self, name, token, seconds):
+        return self.pending
+
+    def request(self):
+        request = DummyRequest([b"fence", APP.encode()])
+        request.method = b"POST"
+        request.content = BytesIO(json.dumps({"token": "t", "seconds": 10}).encode())
+        request.requestHeaders.setRawHeaders(b"authorization", [b"Bearer " + ResourceTests.SECRET.encode()])
+        self.resource.render(request)
+        return request
+
+    def test_written_when_it_fires(self):
+        request = self.request()
+        self.assertFalse(request.finished)
+        self.pending.callback({"fenced": True})
+        self.assertEqual(json.loads(b"".join(request.written)), {"fenced": True})
+
+    def test_client_gone_nothing_written(self):
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        request = self.request()
+        request.processingFailed(Failure(ConnectionLost()))
+        self.pending.callback({"fenced": True})
+        self.assertEqual(request.written, [])
 
 
 class OptionsTests(SynchronousTestCase):

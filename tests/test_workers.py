@@ -7,13 +7,17 @@ import tempfile
 
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from wakeproxy import tap
 from wakeproxy.settings import _workers
 from wakeproxy.tap import Options
-from wakeproxy.workers import ENV, Supervisor, _bound, worker_args, worker_plan
+from wakeproxy.waking.peers import GroupFences
+from wakeproxy.waking.waker import Waker
+from wakeproxy.workers import ENV, AdoptedPort, Supervisor, _bound, worker_args, worker_plan
 
 
 def parsed(*args: str) -> Options:
@@ -94,6 +98,28 @@ class PlanTests(SynchronousTestCase):
         s = _bound("tcp:0:interface=127.0.0.1:backlog=10")
         self.addCleanup(s.close)
         self.assertEqual(s.getsockname()[0], "127.0.0.1")
+
+
+class PeerFencesTests(SynchronousTestCase):
+    """Which /peer relays fences to the workers: the first process's API listener, never an internal socket."""
+
+    def service(self, *argv: str):
+        os.environ.pop(ENV, None)
+        options = parsed("--docker-url", "unix:///nonexistent.sock", "--listen", "tcp:0:interface=127.0.0.1", *argv)
+        top = tap.makeService(options, MemoryReactorClock())
+        supervisor = next(s for s in top if isinstance(s, Supervisor))
+        self.addCleanup(lambda: [s.close() for s in supervisor._listen + supervisor._internal])
+        self.addCleanup(lambda: supervisor._secret_file and os.unlink(supervisor._secret_file))
+        return top, supervisor
+
+    def test_api_listener_relays_to_the_workers_internal_socket_does_not(self):
+        top, supervisor = self.service("--workers", "3")
+        api = [s for s in top if type(s).__name__ == "StreamServerEndpointService"][-1].factory.resource
+        relaying = api.children[b"peer"]._fences
+        self.assertIsInstance(relaying, GroupFences)
+        self.assertEqual(relaying._workers._urls, supervisor._urls[1:])  # the workers' internal sockets only
+        (internal,) = [s for s in top if isinstance(s, AdoptedPort) and s._fd == supervisor._internal[0].fileno()]
+        self.assertIsInstance(internal._factory.resource.children[b"peer"]._fences, Waker)
 
 
 def _free_port() -> int:

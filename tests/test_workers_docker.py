@@ -2,6 +2,8 @@
 C{--workers 2} on the real engine: both processes accept on the shared socket (the access log's pid says
 which served each request), a herd through both starts the instance once, an instance kept busy through
 one worker is not stopped by the other, a killed worker is started again and SIGTERM leaves no process.
+A lone replica naming the group's API listener as its C{--peer} does not stop an instance only the
+group's worker serves.
 """
 
 import concurrent.futures
@@ -16,7 +18,7 @@ import requests
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.dockerapp import Instances
-from tests.support import start_wakeproxy, unique_name
+from tests.support import Twistd, start_wakeproxy, unique_name
 
 pytestmark = pytest.mark.docker
 
@@ -37,7 +39,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-class WorkersTests(SynchronousTestCase):
+class _WorkersCase(SynchronousTestCase):
     def setUp(self):
         self.owner = "wakeproxy.test-owner={}".format(unique_name("workers"))
         self.instances = Instances(self.owner)
@@ -46,11 +48,11 @@ class WorkersTests(SynchronousTestCase):
         os.close(fd)
         self.addCleanup(os.unlink, self.access_log)
 
-    def start(self, *args):
+    def start(self, *args, server=None):
         """wakeproxy --workers 2 (the instances it serves are created before: it reads them at start)."""
         self.warm = self.instances.create(labels={"wakeproxy.idle-timeout": "10m"})
         return start_wakeproxy(self, "--owner-label", self.owner, "--workers", "2", "--access-log", self.access_log,
-                               "--stop-timeout", "3s", *args)
+                               "--stop-timeout", "3s", *args, server=server)
 
     def served_by(self) -> list:
         with open(self.access_log, encoding="utf-8") as f:
@@ -73,6 +75,9 @@ class WorkersTests(SynchronousTestCase):
 
         self.wait_for(two_pids, 30, "the worker never served a request")
         return {e["pid"] for e in self.served_by()}
+
+
+class WorkersTests(_WorkersCase):
 
     def test_herd_through_both_processes_one_start(self):
         name = self.instances.create(labels={"wakeproxy.idle-timeout": "10m"}, env={"STARTUP_DELAY": "1"})
@@ -125,3 +130,39 @@ class WorkersTests(SynchronousTestCase):
         server.process.kill()
         server.process.wait()
         self.wait_for(lambda: not alive(worker), 10, "the worker outlived a SIGKILLed first process")
+
+
+class CrossHostPeerTests(_WorkersCase):
+    """Replica A (one process) and replica B (C{--workers 2}) name each other with C{--peer}, A naming B's API."""
+
+    def test_busy_only_through_the_groups_worker_not_stopped_by_the_lone_replica(self):
+        fd, secret = tempfile.mkstemp(prefix="wakeproxy-peer-")
+        os.write(fd, os.urandom(24).hex().encode())
+        os.close(fd)
+        self.addCleanup(os.unlink, secret)
+        name = self.instances.create(labels={"wakeproxy.idle-timeout": "2s"})
+        a, b = Twistd(), Twistd()
+        start_wakeproxy(self, "--peer", b.api_url, "--peer-secret-file", secret, "--owner-label", self.owner,
+                        "--stop-timeout", "3s", server=a)
+        self.start("--peer", a.api_url, "--peer-secret-file", secret, server=b)
+        pids = self.both_serving(b)
+        sessions = []
+
+        def at_the_worker():  # a new keep-alive connection each time, until one is the worker's
+            sessions.append(requests.Session())
+            self.addCleanup(sessions[-1].close)
+            self.assertEqual(self.get(b, self.warm, sessions[-1]).status_code, 200)
+            return self.served_by()[-1]["pid"] != b.process.pid
+
+        self.wait_for(at_the_worker, 20, "no connection landed at the worker")
+        began = time.monotonic()
+        while time.monotonic() - began < 8:  # four idle timeouts, all the traffic through B's worker
+            self.assertEqual(self.get(b, name, sessions[-1]).status_code, 200)
+            time.sleep(0.5)
+        (worker,) = pids - {b.process.pid}
+        self.assertEqual({e["pid"] for e in self.served_by() if e["instance"] == name}, {worker})
+        self.assertEqual(self.instances.events(name, "die"), [])
+        self.wait_for(lambda: self.instances.state(name) == "exited", 15, "never stopped once all were quiet")
+        time.sleep(1.5)
+        self.assertEqual(len(self.instances.events(name, "die")), 1)
+        self.assertEqual(self.instances.starts(name), 1)

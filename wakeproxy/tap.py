@@ -262,7 +262,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if workers is None or workers.first:  # the deploy API: one process only
         api_site = QuietSite(api_resource(api, runtime, waker, reactor, policy=policy, access=settings.access,
                                           trusted_proxies=settings.trusted_proxies, stop_timeout=waking.stop_timeout,
-                                          activity=idle.activity, metrics=metrics, peer_secret=settings.peers.secret),
+                                          activity=idle.activity, metrics=metrics, peer_secret=settings.peers.secret,
+                                          peer_fences=_group_fences(workers, waker, reactor)),
                              requestFactory=limited_request(api.max_body), reactor=reactor)
         StreamServerEndpointService(listening_endpoint(reactor, api.listen), api_site).setServiceParent(top)
     reactor.addSystemEventTrigger("before", "shutdown", _repeated_signals_wait, proxy.drain_timeout)
@@ -308,13 +309,30 @@ def _peers(peers: PeerSettings, reactor):
     """C{--peer}: the replicas asked before an instance is stopped (waking/peers.py); None without any."""
     if not peers.urls:
         return None
+    from wakeproxy.waking.peers import CALL_TIMEOUT, Peers
+
+    return Peers(peers.urls, _peer_caller(reactor, peers.secret, CALL_TIMEOUT), fence_seconds=peers.fence_timeout)
+
+
+def _group_fences(workers, waker, reactor):
+    """The first of C{--workers}: peers' fences on its API listener go to its workers too; else None (the waker's)."""
+    if workers is None or not workers.siblings:
+        return None
+    from wakeproxy.waking.peers import RELAY_TIMEOUT, GroupFences, Peers
+
+    secret = workers.settings.peers.secret
+    return GroupFences(waker, Peers(workers.siblings, _peer_caller(reactor, secret, RELAY_TIMEOUT)))
+
+
+def _peer_caller(reactor, secret: str, timeout: float):
+    """The fence protocol's client (waking/peers.py): a fresh connection per call, a deadline of C{timeout}."""
     from twisted.web.client import HTTPConnectionPool
 
     from wakeproxy.httpclient import make_agent
-    from wakeproxy.waking.peers import CALL_TIMEOUT, Peers, http_caller
+    from wakeproxy.waking.peers import http_caller
 
-    agent = make_agent(reactor, HTTPConnectionPool(reactor, persistent=False), CALL_TIMEOUT)
-    return Peers(peers.urls, http_caller(reactor, agent, peers.secret), fence_seconds=peers.fence_timeout)
+    agent = make_agent(reactor, HTTPConnectionPool(reactor, persistent=False), timeout)
+    return http_caller(reactor, agent, secret, timeout)
 
 
 def _gate(access: AccessSettings, reactor, tls_policy, runtime):

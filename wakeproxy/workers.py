@@ -10,7 +10,8 @@ options>}) that inherit those sockets (their fd numbers in C{$WAKEPROXY_WORKER})
 Each process is the others' C{--peer} through its internal socket, which serves only C{/peer} and
 C{/healthz}; the shared secret is the C{--peer-secret-file} given, else one generated at start and
 written to a 0600 file that only lives while the first process runs. Only the first process serves
-the deploy API on C{--api-listen}.
+the deploy API on C{--api-listen}; a peer on another host fencing an instance there fences it in every
+worker too (L{wakeproxy.waking.peers.GroupFences}).
 
 The first process supervises: a worker that exits is spawned again (back-off 0.5 s doubling to 30 s,
 reset once a worker has lived a minute); on SIGTERM it sends SIGTERM to every worker (each drains as a
@@ -58,6 +59,7 @@ class WorkerPlan:
     first: bool
     settings: object  # the Settings this process runs with (its siblings as peers)
     supervisor: Optional["Supervisor"] = None  # the first process's (it holds the sockets open)
+    siblings: tuple[str, ...] = ()  # the first process's: its workers' internal URLs (it relays peers' fences)
 
 
 def worker_args(argv: list[str]) -> list[str]:
@@ -101,7 +103,7 @@ def worker_plan(settings, argv: list[str], reactor) -> Optional[WorkerPlan]:
     supervisor = Supervisor(reactor, args, listen, internal, urls,
                             settings.proxy.drain_timeout + 5, secret_file)
     return WorkerPlan(tuple(s.fileno() for s in listen), internal[0].fileno(), True,
-                      _with_siblings(settings, secret, urls[1:]), supervisor)
+                      _with_siblings(settings, secret, urls[1:]), supervisor, tuple(urls[1:]))
 
 
 def _with_siblings(settings, secret: str, sibling_urls: list[str]):

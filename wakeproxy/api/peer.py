@@ -3,7 +3,8 @@
 C{POST /peer/fence/<name>} and C{POST /peer/release/<name>} on the API listener: what a peer replica
 asks of this one before it stops an instance (the protocol: L{wakeproxy.waking.peers}). Authenticated
 with the shared secret (C{Authorization: Bearer}, compared in constant time); every error is
-problem+json.
+problem+json. The fences are the waker's, or on the API listener of a C{--workers} group's first
+process its whole group's (L{wakeproxy.waking.peers.GroupFences}, answering with a Deferred).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import json
 from typing import Optional
 from urllib.parse import unquote
 
+from twisted.internet.defer import maybeDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from wakeproxy.answers import write_json, write_problem
+from wakeproxy.answers import write_problem
+from wakeproxy.api.reply import Reply, crashed
 
 __all__ = ["PeerResource", "MAX_FENCE_SECONDS"]
 
@@ -26,13 +29,13 @@ _MAX_BODY = 4096
 
 
 class PeerResource(Resource):
-    """C{/peer/<verb>/<name>}: verb C{fence} or C{release}, on the waker."""
+    """C{/peer/<verb>/<name>}: verb C{fence} or C{release}, on C{fences} (the waker, or a L{GroupFences})."""
 
     isLeaf = True
 
-    def __init__(self, waker, secret: str):
+    def __init__(self, fences, secret: str):
         Resource.__init__(self)
-        self._waker = waker
+        self._fences = fences
         self._secret = b"Bearer " + secret.encode("utf-8")
 
     def render(self, request):
@@ -56,15 +59,21 @@ class PeerResource(Resource):
                                         "(1 to 128 characters)")
             return NOT_DONE_YET
         if verb == b"release":
-            write_json(request, 200, {"released": self._waker.release(name, token)})
-            return NOT_DONE_YET
+            released = maybeDeferred(self._fences.release, name, token)
+            return _answer(request, released.addCallback(lambda done: {"released": done}))
         seconds = doc.get("seconds")
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= MAX_FENCE_SECONDS:
             write_problem(request, 400, "\"seconds\" must be a number above 0 and at most {:g}".format(
                 MAX_FENCE_SECONDS))
             return NOT_DONE_YET
-        write_json(request, 200, self._waker.fence(name, token, float(seconds)))
-        return NOT_DONE_YET
+        return _answer(request, maybeDeferred(self._fences.fence, name, token, float(seconds)))
+
+
+def _answer(request, document):
+    """Answer 200 with the JSON C{document} (a Deferred) fires with, unless the client left; 500 if it fails."""
+    reply = Reply(request)
+    document.addCallback(lambda doc: reply.json(200, doc)).addErrback(crashed, reply)
+    return NOT_DONE_YET
 
 
 def _name(raw: bytes) -> Optional[str]:

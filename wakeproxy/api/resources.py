@@ -252,11 +252,12 @@ class _Metrics(_Readable):
 
 def api_resource(settings: ApiSettings, runtime, waker, reactor, policy: CreatePolicy,
                  access: AccessSettings = AccessSettings(), trusted_proxies=(), stop_timeout: float = 10.0,
-                 activity=None, metrics=None, peer_secret: Optional[str] = None) -> Resource:
+                 activity=None, metrics=None, peer_secret: Optional[str] = None, peer_fences=None) -> Resource:
     """
     The deploy API's resource tree for C{settings} (its listener's group), creating what C{policy} allows,
     issuing the access tokens C{access} describes, believing the X-Forwarded-* of C{trusted_proxies},
-    stopping instances with C{stop_timeout} (--stop-timeout).
+    stopping instances with C{stop_timeout} (--stop-timeout). With C{peer_secret}, C{/peer} fences on
+    C{peer_fences} (the first process of C{--workers}: its group's), else on the waker.
     """
     enabled = not settings.no_auth
     if not enabled:
@@ -286,5 +287,5 @@ def api_resource(settings: ApiSettings, runtime, waker, reactor, policy: CreateP
     root.putChild(b"metrics", _Metrics(metrics if metrics is not None else CollectorRegistry(),
                                        auth if settings.metrics_auth else None))
     if peer_secret:
-        root.putChild(b"peer", PeerResource(waker, peer_secret))
+        root.putChild(b"peer", PeerResource(waker if peer_fences is None else peer_fences, peer_secret))
     return root
