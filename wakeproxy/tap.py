@@ -198,6 +198,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
     """
     if reactor is None:
         from twisted.internet import reactor
+        from wakeproxy.eventloop import lean_poll
+        lean_poll(reactor)  # twistd's own reactor: its loop without the per-event log context
     from wakeproxy.trustedproxies import is_trusted
     from wakeproxy.api.bodylimit import limited_request
     from wakeproxy.api.resources import api_resource

@@ -1,0 +1,89 @@
+"""L{wakeproxy.eventloop.lean_poll} on a real epoll reactor of its own (not the one trial runs)."""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import abstract
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.testing import MemoryReactor
+from twisted.python import context, log
+from twisted.trial.unittest import SynchronousTestCase
+
+from wakeproxy.eventloop import lean_poll
+
+
+class _Reader(abstract.FileDescriptor):
+    """Reads one end of a socketpair; C{fail} makes its next read raise."""
+
+    def __init__(self, sock: socket.socket, reactor) -> None:
+        abstract.FileDescriptor.__init__(self, reactor)
+        self.sock = sock
+        self.got = b""
+        self.fail = False
+        self.lost = None
+        self.system = None
+
+    def logPrefix(self) -> str:
+        return "reader-prefix"
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def doRead(self):
+        if self.fail:
+            raise RuntimeError("boom")
+        self.system = (context.get(log.ILogContext) or {}).get("system")
+        self.got += self.sock.recv(100)
+
+    def connectionLost(self, reason) -> None:
+        self.lost = reason
+
+
+class LeanPollTests(SynchronousTestCase):
+
+    def setUp(self) -> None:
+        self.reactor = EPollReactor()
+        self.addCleanup(self.reactor._poller.close)
+        self.a, self.b = socket.socketpair()
+        self.addCleanup(self.a.close)
+        self.addCleanup(self.b.close)
+        self.reader = _Reader(self.a, self.reactor)
+
+    def test_an_epoll_reactor_dispatches_events_without_the_log_context(self) -> None:
+        self.assertTrue(lean_poll(self.reactor))
+        self.reactor.addReader(self.reader)
+        self.b.send(b"hello")
+        self.reactor.doIteration(1)
+        self.assertEqual(self.reader.got, b"hello")
+        self.assertNotEqual(self.reader.system, "reader-prefix")
+        self.reactor.removeReader(self.reader)
+
+    def test_twisteds_own_loop_pushes_the_context_lean_poll_removes(self) -> None:
+        self.reactor.addReader(self.reader)
+        self.b.send(b"hello")
+        self.reactor.doIteration(1)
+        self.assertEqual(self.reader.system, "reader-prefix")  # what lean_poll saves, per event
+        self.reactor.removeReader(self.reader)
+
+    def test_a_failing_read_is_logged_and_disconnects_the_selectable(self) -> None:
+        lean_poll(self.reactor)
+        self.reactor.addReader(self.reader)
+        self.reader.fail = True
+        self.b.send(b"x")
+        self.reactor.doIteration(1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIsNotNone(self.reader.lost)
+        self.assertNotIn(self.reader, self.reactor.getReaders())
+
+    def test_no_events_within_the_timeout(self) -> None:
+        lean_poll(self.reactor)
+        self.reactor.addReader(self.reader)
+        self.reactor.doIteration(0)
+        self.assertEqual(self.reader.got, b"")
+        self.reactor.removeReader(self.reader)
+
+    def test_other_reactors_are_left_alone(self) -> None:
+        memory = MemoryReactor()
+        self.assertFalse(lean_poll(memory))
+        self.assertFalse(hasattr(memory, "doIteration"))
