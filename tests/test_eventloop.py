@@ -10,7 +10,8 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python import context, log
 from twisted.trial.unittest import SynchronousTestCase
 
-from wakeproxy.eventloop import lean_poll
+from wakeproxy.eventloop import at_end_of_pass, lean_poll
+from wakeproxy.http.sockets import _Batch
 
 
 class _Reader(abstract.FileDescriptor):
@@ -87,3 +88,38 @@ class LeanPollTests(SynchronousTestCase):
         memory = MemoryReactor()
         self.assertFalse(lean_poll(memory))
         self.assertFalse(hasattr(memory, "doIteration"))
+
+
+class EndOfPassTests(SynchronousTestCase):
+
+    def setUp(self) -> None:
+        self.reactor = EPollReactor()
+        self.addCleanup(self.reactor._poller.close)
+
+    def test_called_before_the_wait_and_after_the_events(self) -> None:
+        calls = []
+        self.assertFalse(at_end_of_pass(self.reactor, lambda: calls.append("early")))  # not lean yet
+        lean_poll(self.reactor)
+        self.assertTrue(at_end_of_pass(self.reactor, lambda: calls.append("end")))
+        self.reactor.doIteration(0)
+        self.assertEqual(calls, ["end", "end"])
+
+    def test_the_relays_sends_use_it_instead_of_a_call_later(self) -> None:
+        lean_poll(self.reactor)
+        batch = _Batch(self.reactor)
+        sent = []
+        send = sent.append
+        batch.add(send, b"one")
+        batch.add_to_last(send, b"+two")
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(sent, [])
+        self.reactor.doIteration(0)
+        self.assertEqual(sent, [b"one+two"])
+
+    def test_without_a_lean_loop_a_call_later_sends_them(self) -> None:
+        batch = _Batch(self.reactor)
+        sent = []
+        batch.add(sent.append, b"one")
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        self.reactor.runUntilCurrent()
+        self.assertEqual(sent, [b"one"])

@@ -17,8 +17,9 @@ C{FileDescriptor} (its write queue); without them it falls back to C{transport.w
 
 Why at the end of the reactor pass, not at once: a send to a loopback peer that sleeps in C{epoll_wait}
 wakes it, and in a VM that wake-up (an IPI) costs more than the send. Sending at once wakes the client or
-upstream once per write; queueing the pass's sends (one C{callLater(0)}, which runs after every event of
-the pass and before the next C{epoll_wait}) wakes each peer about once per pass, whose events it then
+upstream once per write; queueing the pass's sends (sent after every event of the pass and before the
+next C{epoll_wait}: by L{wakeproxy.eventloop}'s loop, else by one C{callLater(0)}) wakes each peer about
+once per pass, whose events it then
 finds together. Measured on the warm path at c=32: 53 -> 39 µs of CPU per request, system time halved.
 Writes to one transport stay in order (a transport with sends queued queues every later write too, and
 consecutive writes to one transport become one send); the transport's C{loseConnection} and
@@ -33,6 +34,8 @@ import weakref
 from typing import Callable, Optional
 
 from twisted.internet import tcp
+
+from wakeproxy.eventloop import at_end_of_pass
 
 __all__ = ["HalfClose", "eager_writer", "peer_gone", "quickack", "raw_socket", "set_nodelay"]
 
@@ -133,14 +136,15 @@ def eager_writer(transport) -> Callable[[bytes], None]:
 
 
 class _Batch:
-    """One reactor's sends queued during its current pass, sent together by one C{callLater(0)}."""
+    """One reactor's sends queued during its current pass, sent together at its end."""
 
     def __init__(self, reactor) -> None:
         self._reactor = reactor
         self._queued: list = []  # [send, data] pairs, in write order
+        self._each_pass = at_end_of_pass(reactor, self.flush)
 
     def add(self, send: Callable[[bytes], None], data: bytes) -> None:
-        if not self._queued:
+        if not self._queued and not self._each_pass:
             self._reactor.callLater(0, self.flush)
         self._queued.append([send, data])
 
@@ -153,6 +157,8 @@ class _Batch:
             self._queued.append([send, data])
 
     def flush(self) -> None:
+        if not self._queued:
+            return
         queued, self._queued = self._queued, []
         for send, data in queued:
             send(data)
