@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import struct
 
-from twisted.internet import abstract
+from twisted.internet import abstract, protocol
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.testing import MemoryReactor
 from twisted.python import context, log
@@ -123,3 +125,65 @@ class EndOfPassTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
         self.reactor.runUntilCurrent()
         self.assertEqual(sent, [b"one"])
+
+
+class _Recorder(protocol.Protocol):
+    """A server protocol that records what reached it; raises on C{b"boom"}."""
+
+    def __init__(self, seen: list) -> None:
+        self.seen = seen
+
+    def dataReceived(self, data: bytes) -> None:
+        if data == b"boom":
+            raise RuntimeError("boom")
+        self.seen.append(data)
+
+    def connectionLost(self, reason) -> None:
+        self.seen.append(reason.type)
+
+
+class LeanReadTests(SynchronousTestCase):
+    """Read events on real TCP connections of a lean reactor: the outcomes Twisted's own path gives."""
+
+    def setUp(self) -> None:
+        self.reactor = EPollReactor()
+        self.addCleanup(self.reactor._poller.close)
+        lean_poll(self.reactor)
+        self.seen: list = []
+        port = self.reactor.listenTCP(0, protocol.Factory.forProtocol(lambda: _Recorder(self.seen)),
+                                      interface="127.0.0.1")
+        self.addCleanup(port.connectionLost, None)
+        self.client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(self.client.close)
+        self._until(lambda: len(self.reactor.getReaders()) > 2)  # accepted: the port, the waker, the connection
+
+    def _until(self, done) -> None:
+        for _ in range(200):
+            self.reactor.doIteration(0.01)
+            self.reactor.runUntilCurrent()
+            if done():
+                return
+        self.fail("not within 200 passes; seen {!r}".format(self.seen))
+
+    def test_data_reaches_the_protocol(self) -> None:
+        self.client.sendall(b"hello")
+        self._until(lambda: self.seen)
+        self.assertEqual(self.seen, [b"hello"])
+
+    def test_a_clean_close_is_connection_done(self) -> None:
+        self.client.close()
+        self._until(lambda: self.seen)
+        self.assertEqual(self.seen, [ConnectionDone])
+
+    def test_a_reset_is_connection_lost(self) -> None:
+        self.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.client.close()
+        self._until(lambda: self.seen)
+        self.assertEqual(self.seen, [ConnectionLost])
+
+    def test_a_protocol_that_raises_is_logged_and_disconnected(self) -> None:
+        self.client.sendall(b"boom")
+        self._until(lambda: self.seen)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(len(self.seen), 1)
+        self.assertTrue(issubclass(self.seen[0], Exception))
