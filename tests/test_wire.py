@@ -215,8 +215,17 @@ class ResponseHeadTests(SynchronousTestCase):
     def test_headers_as_received(self):
         parsed = parse_response_head(head(b"HTTP/1.1 200 OK", b"Set-Cookie: a=1", b"set-cookie: b=2",
                                           b"Content-Length: 0"))
-        self.assertEqual(parsed.headers, [(b"Set-Cookie", b"a=1"), (b"set-cookie", b"b=2"),
-                                          (b"Content-Length", b"0")])
+        self.assertEqual(parsed.lines, [b"Set-Cookie: a=1", b"set-cookie: b=2"])  # Content-Length is restated
+        self.assertEqual(parsed.length, 0)
+
+    def test_exactly_the_maximum_of_fields_is_relayed(self):
+        parsed = parse_response_head(head(b"HTTP/1.1 200 OK", *[b"X-F%d: v" % i for i in range(MAX_HEADERS)]))
+        self.assertEqual(len(parsed.lines), MAX_HEADERS)
+
+    def test_short_fields_over_the_maximum_are_counted(self):
+        with self.assertRaises(WireError) as caught:
+            parse_response_head(head(b"HTTP/1.1 200 OK", *[b"a:"] * (MAX_HEADERS + 1)))
+        self.assertIn("101 header fields", caught.exception.detail)
 
     def test_reason_phrase(self):
         self.assertEqual(reason_phrase(431), b"Request Header Fields Too Large")
