@@ -272,7 +272,7 @@ class Soak:
             "{:.1f}s down".format(w[1] - RESTART_GRACE - w[0]) for w in self.windows) or "none"))
         print("| wakes (woken / failed / timeout / rate-limited) | {woken} / {failed} / {timeout} / {rate_limited} |"
               .format(**wakes))
-        print("| starts (engine: containers' start lines) | {} ({}) |".format(
+        print("| starts (containers' own start lines) | {} ({}) |".format(
             starts, "equal to the wakes" if starts == wakes["woken"] + failed_wakes else
             "between woken and all wakes begun" if starts_ok else "MISMATCH"))
         replaced, left = self._replacements()
