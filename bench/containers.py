@@ -102,12 +102,12 @@ class MockApp:
 def create_mock(api: docker.APIClient, run_id: str, owner: str, what: str, port: Optional[int] = None,
                 health_label: Optional[str] = None, docker_health: bool = True,
                 env: Optional[dict] = None, command: Optional[list] = None,
-                files: Optional[dict] = None) -> MockApp:
+                files: Optional[dict] = None, writable: Optional[dict] = None) -> MockApp:
     """
     Create (not start) a mock_app container listening on 127.0.0.1:C{port} (host network, C{IDLE=0}:
     it never stops itself). C{docker_health=False} disables the image's HEALTHCHECK. C{command} replaces
     the image's (C{{port}} in it becomes the port); C{files} maps host paths to paths in the container
-    (bind-mounted read-only), e.g. another app to run in the same image.
+    (bind-mounted read-only), e.g. another app to run in the same image; C{writable} the same, read-write.
     """
     port = port or free_port()
     name = "wpbench-{}-{}".format(run_id, what)
@@ -123,6 +123,7 @@ def create_mock(api: docker.APIClient, run_id: str, owner: str, what: str, port:
     if command:
         kwargs["command"] = [str(part).replace("{port}", str(port)) for part in command]
     binds = {str(host): {"bind": inside, "mode": "ro"} for host, inside in (files or {}).items()}
+    binds.update({str(host): {"bind": inside, "mode": "rw"} for host, inside in (writable or {}).items()})
     cid = api.create_container(IMAGE, name=name, environment=environment, labels=labels,
                                host_config=api.create_host_config(network_mode="host", binds=binds or None),
                                **kwargs)["Id"]

@@ -17,7 +17,9 @@ the time and the engine is restarted, then a table saying whether anything was l
   (held requests get 502/503/504, a download is cut); anywhere else they are unexpected errors.
 
 The table: requests and answers by kind and status, p50/p99, wakes (from wakeproxy's /metrics) against
-starts (the "listening on" lines in the containers' logs, which survive an engine restart), unexpected
+starts (a line each container writes to a file of its own in a host directory when it starts: the files
+survive an engine restart, and a container wakeproxy replaces with a copy, whose logs would go with it),
+the containers wakeproxy replaced because a restart left them unable to start (its log), unexpected
 errors, wakeproxy's RSS and open fds (by kind) before the load, at 10 %, 50 % and 98 % of it, and once it
 has settled after the load. Exit status 1 when an unexpected error happened, when starts do not match the
 wakes, or when fds did not come back (TCP sockets, pipes and files to before the load; unix sockets to the
@@ -95,7 +97,12 @@ class Soak:
         # image's Docker HEALTHCHECK: under this load its 2 s check times out three times in a row now and
         # then, Docker marks a running instance unhealthy, and wakeproxy answers its requests 503 until the
         # next check passes (seen in the first soak; docs/RELIABILITY.md)
-        self.apps = [create_mock(api, run, run, "{:03d}".format(i), health_label="/status", docker_health=False)
+        # each start writes a line to /starts/<name>, a host directory (see _starts)
+        self.starts_dir = os.path.join(self.workdir, "starts")
+        os.makedirs(self.starts_dir)
+        command = ["sh", "-c", 'echo start >> "/starts/$INSTANCE"; exec python3 -u /app/app.py']
+        self.apps = [create_mock(api, run, run, "{:03d}".format(i), health_label="/status", docker_health=False,
+                                 command=command, writable={self.starts_dir: "/starts"})
                      for i in range(self.count)]
         api.close()
         self.proxy = Wakeproxy(self.workdir, "soak", "{}={}".format(OWNER_KEY, run), extra=[
@@ -210,12 +217,20 @@ class Soak:
         return any(w[0] <= when <= (w[1] or float("inf")) for w in self.windows)
 
     def _starts(self) -> int:
-        api = docker.APIClient(base_url=self.engine.url, version="auto", timeout=60)
-        try:
-            return sum(api.logs(a.id).decode("utf-8", "replace").count("mock_app[1]: listening on")
-                       for a in self.apps)
-        finally:
-            api.close()
+        """
+        Starts, counted by the containers themselves (a line per start in a host file): the engine's own logs
+        of a container are gone once wakeproxy has replaced it with a copy (README, "Waking").
+        """
+        total = 0
+        for name in os.listdir(self.starts_dir):
+            with open(os.path.join(self.starts_dir, name)) as f:
+                total += sum(1 for _ in f)
+        return total
+
+    def _replacements(self) -> tuple[int, int]:
+        """(containers wakeproxy replaced with a copy, originals it could not remove), from its log."""
+        text = self.proxy.log_path.read_text(errors="replace")
+        return text.count("with a copy, "), text.count("could not remove the original")
 
     def report(self) -> int:
         by_kind: dict = collections.defaultdict(collections.Counter)
@@ -257,9 +272,12 @@ class Soak:
             "{:.1f}s down".format(w[1] - RESTART_GRACE - w[0]) for w in self.windows) or "none"))
         print("| wakes (woken / failed / timeout / rate-limited) | {woken} / {failed} / {timeout} / {rate_limited} |"
               .format(**wakes))
-        print("| starts (engine: containers' start lines) | {} ({}) |".format(
+        print("| starts (containers' own start lines) | {} ({}) |".format(
             starts, "equal to the wakes" if starts == wakes["woken"] + failed_wakes else
             "between woken and all wakes begun" if starts_ok else "MISMATCH"))
+        replaced, left = self._replacements()
+        print("| containers replaced with a copy (a restart left them unable to start) | {}{} |".format(
+            replaced, " ({} of the originals left, dead: the engine could not remove their root filesystem)".format(left) if left else ""))
         print("| answers during an engine restart (not 200/101) | {} |".format(
             ", ".join("{}: {}".format(s if s else "no answer", n) for s, n in sorted(during.items())) or "0"))
         print("| unexpected errors | {} |".format(sum(unexpected.values())))

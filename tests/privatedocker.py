@@ -101,6 +101,24 @@ class PrivateDockerd:
         while os.path.exists("/proc/{}".format(pid)) and time.monotonic() < deadline:
             time.sleep(0.05)
 
+    def _kill_orphan_shims(self) -> None:
+        """
+        The shims of tasks the engine could not delete (a start its stop interrupted, moby/moby#44399) outlive
+        it and its containerd: end those of this engine (their command line names its directory), and so
+        their processes.
+        """
+        mine = self.dir.encode() + b"/"
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/{}/cmdline".format(entry), "rb") as f:
+                    cmdline = f.read()
+                if b"containerd-shim" in cmdline and mine in cmdline:
+                    os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                continue
+
     def log(self) -> str:
         try:
             with open(os.path.join(self.dir, self.log_name), errors="replace") as f:
@@ -119,6 +137,7 @@ class PrivateDockerd:
             pass
         self.stop()
         self._stop_containerd()
+        self._kill_orphan_shims()
         # what the engine leaves mounted under its directories (the default network namespace, overlays)
         with open("/proc/self/mounts") as f:
             mounts = [line.split()[1] for line in f if line.split()[1].startswith(self.dir + "/")]

@@ -6,7 +6,9 @@ with C{pytest -s}; docs/RELIABILITY.md keeps the last ones).
 6. A never-healthy container and a crash-looping one (exits right after start) with C{--wake-rate}: no
    restart loop (start events counted from the engine), statuses as the README documents.
 7. Slowloris: 1,000 connections trickling their heads a byte a second are all closed by C{--head-timeout}
-   while warm traffic goes on; the warm traffic's p99 is measured with and without the attack.
+   while warm traffic goes on; an open-loop probe (bench/openloop.py: a fixed rate, latency from each
+   request's scheduled send) measures the warm p99 before, during and after the attack, and the attacked
+   p99 must stay within 2x the worse quiet one.
 8. SIGTERM under load: exchanges in flight finish within C{--drain-timeout} (one that outlasts it is cut),
    held requests get 503 with Retry-After at once, the process exits.
 
@@ -15,24 +17,27 @@ Markers: C{docker} and C{faults}.
 
 import collections
 import concurrent.futures
+import json
+import os
 import re
 import selectors
 import signal
 import socket
-import tempfile
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import requests
 
-from bench.wrk import run_wrk
 from tests.dockerapp import Instances
 from tests.support import metric
 from tests.test_faults_docker import _cookie, _fds, _FaultCase
 
 pytestmark = [pytest.mark.docker, pytest.mark.faults]
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Docker HEALTHCHECK that never passes: one failed check (every 0.5 s) makes the container unhealthy
 _NEVER_HEALTHY = {"test": ["CMD", "false"], "interval": 500_000_000, "timeout": 1_000_000_000, "retries": 1}
 
@@ -132,14 +137,17 @@ class _Trickler:
     """
     C{count} client connections that send a request head one byte a second and never finish it. L{closed}
     maps each connection to (seconds from its first byte to the server's close, when that was, the first
-    bytes answered).
+    bytes answered). C{groups}: the connections send their byte of each second in that many groups spread
+    over the second (as independent attackers would; 1: all 1,000 bytes at once, as one attacking loop
+    does).
     """
 
     HEAD = b"GET / HTTP/1.1\r\nHost: slowloris.test\r\nX-Slow: " + b"a" * 4000
 
-    def __init__(self, port: int, count: int):
+    def __init__(self, port: int, count: int, groups: int = 1):
         self.port = port
         self.count = count
+        self.groups = groups
         self.selector = selectors.DefaultSelector()
         self.first_byte: dict[socket.socket, float] = {}
         self.answers: dict[socket.socket, bytes] = {}
@@ -164,20 +172,24 @@ class _Trickler:
         self._thread.start()
 
     def _run(self) -> None:
-        offset, next_byte = 1, time.monotonic() + 1
+        sockets = list(self.first_byte)
+        groups = [sockets[g::self.groups] for g in range(self.groups)]
+        offset, group, next_byte = 1, 0, time.monotonic() + 1
         while not self._stop.is_set() and len(self.closed) < self.count:
-            for key, _ in self.selector.select(0.1):
+            for key, _ in self.selector.select(min(0.1, max(0.0, next_byte - time.monotonic()))):
                 self._readable(key.fileobj)
             if time.monotonic() >= next_byte:
-                next_byte += 1
-                for s in list(self.first_byte):
+                next_byte += 1 / self.groups
+                for s in groups[group]:
                     if s not in self.closed:
                         try:
                             s.send(self.HEAD[offset:offset + 1])
                             self.sent += 1
                         except OSError:
                             self._readable(s)
-                offset += 1
+                group += 1
+                if group == self.groups:
+                    group, offset = 0, offset + 1
 
     def _readable(self, s: socket.socket) -> None:
         if s in self.closed:
@@ -210,27 +222,45 @@ class _Trickler:
 
 class Slowloris(_LoadCase):
     CONNECTIONS = 1000
-    #: opening the 1,000 connections takes 1-6 s here (some connects wait a second for a SYN retransmit);
-    #: the warm load runs once they are all open and must end before the first is cut
-    HEAD_TIMEOUT = 12
-    LOAD_SECONDS = 3
-    #: the issue asks for 2x; on the 2-core machine shared with other test runs (load average ~10) the quiet
-    #: p99 of 3 s of wrk ranged 33-175 ms and the ratio 0.5-2.5 over seven runs, so the test asserts this
-    #: looser bound and prints both figures
-    P99_BOUND = 3.0
-    P99_FLOOR_MS = 20.0
+    #: opening the 1,000 connections takes 0.1-6 s here (some connects wait a second for a SYN retransmit);
+    #: the attacked window runs once they are all open and must end before the first is cut
+    HEAD_TIMEOUT = 25
+    #: the probe: an open-loop GET of /status at this rate for this long, in each of three windows (quiet,
+    #: attacked, quiet again), timed from each request's scheduled send (bench/openloop.py). One stall of the
+    #: shared machine delays every request scheduled during it: at 300 req/s a 40 ms one is 1 % of a 4 s
+    #: window (it is the p99), half that of an 8 s one
+    RATE = 300
+    WINDOW = 8
+    #: the attacked p99 must stay within this factor of the worse quiet one (the issue's 2x)
+    P99_BOUND = 2.0
+    #: the slow connections send their bytes of each second in 20 groups, 50 ms apart (docs/RELIABILITY.md,
+    #: item 7: with all 1,000 at once, the burst alone sets the p99)
+    GROUPS = int(os.environ.get("FAULTS_SLOWLORIS_GROUPS", "20"))
+
+    def probe(self, server, name: str, seconds: float) -> dict:
+        """
+        bench/openloop.py in its own process (not sharing this one's GIL with the trickler); adds the CPU time
+        wakeproxy used meanwhile, in ms per second (C{cpu_ms_per_s}).
+        """
+        cpu = _cpu_seconds(server.process.pid)
+        began = time.monotonic()
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.openloop", "--port", str(server.proxy_port), "--path", "/status",
+             "--cookie", "instance={}".format(name), "--rate", str(self.RATE), "--seconds", str(seconds)],
+            cwd=_ROOT, capture_output=True, text=True, timeout=seconds + 30, check=True)
+        result = json.loads(out.stdout)
+        result["cpu_ms_per_s"] = round(1000 * (_cpu_seconds(server.process.pid) - cpu) / (time.monotonic() - began))
+        return result
 
     def test_slowloris_is_cut_by_the_head_timeout_while_warm_traffic_goes_on(self):
         name = self.instances.create(start=True)
         server = self.wakeproxy("--head-timeout", "{}s".format(self.HEAD_TIMEOUT))
         self.assertEqual(self.get(server, name).status_code, 200)
-        workdir = tempfile.mkdtemp(prefix="wp-slowloris-")
-        url = server.proxy_url + "/status"
-        run_wrk(workdir, url, 8, 1, cookie=name)  # warm the pool and the app
+        self.probe(server, name, 1)  # warm the pool and the app
         baseline_fds = _fds(server.process.pid)
-        quiet = run_wrk(workdir, url, 8, self.LOAD_SECONDS, cookie=name)
+        quiet = self.probe(server, name, self.WINDOW)
 
-        attack = _Trickler(server.proxy_port, self.CONNECTIONS)
+        attack = _Trickler(server.proxy_port, self.CONNECTIONS, self.GROUPS)
         self.addCleanup(attack.close)
         opened = time.monotonic()
         attack.open()
@@ -239,33 +269,46 @@ class Slowloris(_LoadCase):
         while _fds(server.process.pid) < self.CONNECTIONS:
             self.assertLess(time.monotonic(), deadline, "wakeproxy never accepted the slow connections")
             time.sleep(0.05)
-        self.assertLess(time.monotonic() - opened, self.HEAD_TIMEOUT - self.LOAD_SECONDS - 1,
+        self.assertLess(time.monotonic() - opened, self.HEAD_TIMEOUT - self.WINDOW - 2,
                         "opening the slow connections took too long to measure the warm load meanwhile")
-        attacked = run_wrk(workdir, url, 8, self.LOAD_SECONDS, cookie=name)
+        attacked = self.probe(server, name, self.WINDOW)
         load_ended = time.monotonic()
         self.assertTrue(attack.wait(self.HEAD_TIMEOUT + 15), "{} of {} slow connections still open".format(
             self.CONNECTIONS - len(attack.closed), self.CONNECTIONS))
         all_closed = time.monotonic() - opened
         fds_back = self.assertFdsBack(server, baseline_fds, timeout=10)
+        quiet_after = self.probe(server, name, self.WINDOW)
 
         times = sorted(t for t, _, _ in attack.closed.values())
         first_close = min(at for _, at, _ in attack.closed.values())
         answers = collections.Counter(first for _, _, first in attack.closed.values())
-        print("slowloris: {} connections opened in {:.2f}s, {} bytes trickled; warm load (wrk c=8, {}s) ended "
+        print("slowloris: {} connections opened in {:.2f}s, {} bytes trickled in {} group(s) a second; attacked "
+              "window ({}s) ended "
               "{:.1f}s after the first; all closed {:.1f}s after the first (each {:.2f}-{:.2f}s after its first "
               "byte, --head-timeout {}s); answers {}; fds back {:.2f}s later".format(
-                  self.CONNECTIONS, open_took, attack.sent, self.LOAD_SECONDS, load_ended - opened, all_closed, times[0],
+                  self.CONNECTIONS, open_took, attack.sent, self.GROUPS, self.WINDOW, load_ended - opened, all_closed,
+                  times[0],
                   times[-1], self.HEAD_TIMEOUT, dict(answers), fds_back))
-        print("warm p99 without the attack {:.2f} ms ({:.0f} req/s), with it {:.2f} ms ({:.0f} req/s): "
-              "x{:.2f}".format(quiet["p99_ms"], quiet["rps"], attacked["p99_ms"], attacked["rps"],
-                               attacked["p99_ms"] / max(quiet["p99_ms"], 0.001)))
+        worse_quiet = max(quiet["p99_ms"], quiet_after["p99_ms"])
+        print("open-loop probe, {} req/s for {}s per window, p50/p99/max ms (the probe's own lateness p99 ms; "
+              "wakeproxy's CPU ms/s): quiet {}, attacked {}, quiet again {}; attacked p99 x{:.2f} the worse quiet "
+              "one".format(self.RATE, self.WINDOW, *["{}/{}/{} ({}; {})".format(
+                  r["p50_ms"], r["p99_ms"], r["max_ms"], r["late_p99_ms"], r["cpu_ms_per_s"])
+                  for r in (quiet, attacked, quiet_after)], attacked["p99_ms"] / max(worse_quiet, 0.001)))
         self.assertLess(load_ended, first_close, "the first slow connection was closed before the warm load ended")
         self.assertEqual(set(answers), {b"HTTP/1.1 408"})
         self.assertGreaterEqual(times[0], self.HEAD_TIMEOUT - 0.1)  # never early
         self.assertLess(times[-1], self.HEAD_TIMEOUT + 10)
-        for result in (quiet, attacked):
-            self.assertEqual((result["non2xx"], sum(result["errors"].values())), (0, 0), result)
-        self.assertLess(attacked["p99_ms"], max(self.P99_BOUND * quiet["p99_ms"], self.P99_FLOOR_MS))
+        for result in (quiet, attacked, quiet_after):
+            self.assertEqual((result["statuses"], result["errors"]), ({"200": result["sent"]}, {}), result)
+        self.assertLessEqual(attacked["p99_ms"], self.P99_BOUND * worse_quiet)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of the process C{pid} so far."""
+    with open("/proc/{}/stat".format(pid)) as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # 8. SIGTERM under load

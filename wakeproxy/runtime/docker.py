@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Optional
 
@@ -32,7 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from wakeproxy.runtime.engine import EngineRuntime
-from wakeproxy.runtime.engineerrors import api_status, created_seconds, runtime_failure
+from wakeproxy.runtime.engineerrors import api_status, created_seconds, explain, pinned_by_stale_task, runtime_failure
 from wakeproxy.runtime.interface import (
     CREATING,
     Container,
@@ -41,6 +42,7 @@ from wakeproxy.runtime.interface import (
     NoSuchInstance,
     WrongState,
 )
+from wakeproxy.runtime.replace import copy_of
 
 __all__ = ["DockerRuntime", "container_from_inspect", "container_from_summary", "default_docker_url",
            "runtime_failure"]
@@ -128,6 +130,12 @@ class DockerRuntime(EngineRuntime):
     log = Logger()
     kind = "docker"
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        #: ids of containers being replaced by a copy (and then gone): their events and list entries are
+        #: not news (the name stays with the original until the copy has it).
+        self._replaced: set[str] = set()
+
     # IContainerRuntime: operations
 
     def create(self, spec: CreateSpec) -> Deferred:
@@ -145,10 +153,16 @@ class DockerRuntime(EngineRuntime):
             client, spec.name, spec.image, spec.labels, lambda labels: create(client, labels))).addCallback(self._store)
 
     def start(self, name: str) -> Deferred:
-        def start(client: docker.APIClient, cid: str, current: Container) -> None:
+        def start(client: docker.APIClient, cid: str, current: Container) -> Optional[str]:
             if current.state == "paused":
                 raise WrongState("container {} is paused: unpause it".format(name))
-            client.start(cid)
+            try:
+                client.start(cid)
+            except docker.errors.APIError as e:
+                if not pinned_by_stale_task(e):
+                    raise
+                return self._replace_pinned(client, name, cid, e)
+            return None
 
         return self._act(name, start)
 
@@ -182,7 +196,8 @@ class DockerRuntime(EngineRuntime):
         if leftovers_only:
             filters = {"label": [str(self.owner), CREATING], "status": "created"}
         summaries = client.containers(all=True, filters=filters)
-        return [c for c in (self._snapshot(client, s) for s in summaries) if c is not None]
+        return [c for c in (self._snapshot(client, s) for s in summaries if s["Id"] not in self._replaced)
+                if c is not None]
 
     def _snapshot(self, client: docker.APIClient, summary: Mapping[str, Any]) -> Optional[Container]:
         """From a list entry; Podman's lack HostConfig and health, so inspect those (None: gone meanwhile)."""
@@ -207,19 +222,82 @@ class DockerRuntime(EngineRuntime):
 
     def _act(self, name: str, f: Callable[[docker.APIClient, str, Container], Any],
              inspect_after: bool = True) -> Deferred:
-        """Resolve C{name} to a managed container (engine truth), do C{f} on its id, refresh the cache."""
+        """
+        Resolve C{name} to a managed container (engine truth), do C{f} on its id, refresh the cache. C{f}
+        returns the id of the container that now has the name if it is not the same one (a replacement).
+        """
 
         def act(client: docker.APIClient) -> Optional[Container]:
             current = self._inspect_managed(client, name)
-            f(client, current.id, current)
+            ident = f(client, current.id, current) or current.id
             if inspect_after:
-                return container_from_inspect(_inspect(client, current.id))
+                return container_from_inspect(_inspect(client, ident))
             return None
 
         d = self._call(act)
         d.addCallback(lambda c: self._store(c) if c is not None else None)
         d.addCallback(lambda _: None)
         return d
+
+    def _replace_pinned(self, client: docker.APIClient, name: str, cid: str, why: docker.errors.APIError) -> str:
+        """
+        The engine cannot start C{cid} (L{pinned_by_stale_task}): put a copy in its place (L{copy_of}: same
+        name, configuration, labels, mounts, networks) and start that, once; return the copy's id. The
+        original is renamed aside first and gets its name back if the copy cannot be made; it is removed
+        (not its volumes, which the copy uses) once the copy has the name. Bounded by C{api_timeout} in all.
+        A failure answers the start as the engine's (L{EngineFailure}, 503). Runs in a thread.
+        """
+        deadline = time.monotonic() + self._api_timeout
+        data = _inspect(client, cid)
+        if (data.get("State") or {}).get("Running"):
+            return cid  # started meanwhile (another wakeproxy): nothing to replace
+        self.log.warn("{instance}: the engine cannot start it ({why}): a task left by a start that an engine "
+                      "restart interrupted (Docker 20.10, moby/moby#44399); replacing it with a copy",
+                      instance=name, why=explain(why))
+        config = data.get("Config") or {}
+        image = config.get("Image") or data["Image"]
+        try:
+            if client.inspect_image(image)["Id"] != data["Image"]:
+                image = data["Image"]  # the reference names another image now: keep the one it ran
+        except docker.errors.NotFound:
+            image = data["Image"]
+        copy = copy_of(data, image)
+        self._replaced.add(cid)
+        aside = new = None
+        try:
+            client.rename(cid, "{}-replaced-{}".format(name, cid[:12]))
+            aside = True
+            _before(deadline, "creating the copy")
+            new = client.create_container_from_config(copy.config, name=name)["Id"]
+            for network, endpoint in copy.networks:
+                ipam = endpoint.get("IPAMConfig") or {}
+                client.connect_container_to_network(
+                    new, network, ipv4_address=ipam.get("IPv4Address"), ipv6_address=ipam.get("IPv6Address"),
+                    aliases=endpoint.get("Aliases"), links=_links(endpoint.get("Links")))
+        except Exception:
+            self._replaced.discard(cid)
+            try:
+                if new is None and aside:
+                    new = _lost_copy(client, name, cid)
+                if new is not None:
+                    client.remove_container(new, v=False, force=True)
+                if aside:
+                    client.rename(cid, name)
+            except Exception as e:
+                self.log.warn("{instance}: could not give the original its name back ({error})", instance=name,
+                              error=str(e) or type(e).__name__)
+            raise
+        self._reactor.callFromThread(self._cache.put, container_from_inspect(_inspect(client, new)))
+        try:
+            client.remove_container(cid, v=False, force=True)
+        except Exception as e:
+            self.log.warn("{instance}: could not remove the original {old} ({error}); remove it by hand",
+                          instance=name, old=cid[:12], error=str(e) or type(e).__name__)
+        _before(deadline, "starting the copy")
+        client.start(new)
+        self.log.info("{instance}: replaced {old} with a copy, {new}, and started it", instance=name,
+                      old=cid[:12], new=new[:12])
+        return new
 
     def _inspect_managed(self, client: docker.APIClient, name: str) -> Container:
         try:
@@ -237,7 +315,7 @@ class DockerRuntime(EngineRuntime):
         action = event.get("Action") or event.get("status") or ""
         actor = event.get("Actor") or {}
         cid = actor.get("ID") or event.get("id")
-        if not cid:
+        if not cid or cid in self._replaced:
             return
         if action == "destroy":
             self._reactor.callFromThread(self._cache.drop_id, cid)
@@ -258,6 +336,27 @@ class DockerRuntime(EngineRuntime):
         for container in self._cache.list():
             if container.id == cid:
                 self._cache.put(replace(container, health=health))
+
+
+def _lost_copy(client: docker.APIClient, name: str, original: str) -> Optional[str]:
+    """The id of a copy whose create failed after the engine made it (a lost answer): C{name}, never started."""
+    try:
+        data = _inspect(client, name)
+    except docker.errors.NotFound:
+        return None
+    if data["Id"] == original or (data.get("State") or {}).get("Status") != "created":
+        return None
+    return data["Id"]
+
+
+def _before(deadline: float, what: str) -> None:
+    if time.monotonic() > deadline:
+        raise docker.errors.DockerException("out of time before {}".format(what))
+
+
+def _links(links: Optional[list]) -> Optional[dict]:
+    """Inspect's links (C{"name:alias"}) as the SDK takes them."""
+    return {k: v for k, _, v in (link.partition(":") for link in links)} if links else None
 
 
 def _transition(op: str, before: str) -> Callable[[docker.APIClient, str, Container], None]:

@@ -7,6 +7,7 @@ API (containers, Swarm services). Messages are safe to show; the originals go to
 from __future__ import annotations
 
 import http.client
+import re
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from wakeproxy.runtime.interface import (
     WrongState,
 )
 
-__all__ = ["TRANSPORT_ERRORS", "created_seconds", "explain", "runtime_failure"]
+__all__ = ["TRANSPORT_ERRORS", "created_seconds", "explain", "pinned_by_stale_task", "runtime_failure"]
 
 #: What the transport under the SDK raises: requests, urllib3, http.client and socket errors.
 TRANSPORT_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
@@ -32,6 +33,12 @@ TRANSPORT_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTT
 _TIMEOUTS = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
 #: Podman (4.3) answers two of Docker's 404 and 409 cases with a 500 whose message ends in the cause.
 _PODMAN_CAUSES = (("no such container", 404), ("that name is already in use", 409))
+#: Docker 20.10's 500s to a start when containerd still holds a task of the container that the engine cannot
+#: delete: the first start after an engine restart says "id already in use", every later one "task <id>: already
+#: exists"; or the task's bundle directory was left behind ("failed to start shim: mkdir <dir>/<id>: file
+#: exists"). docs/RELIABILITY.md, "Engine restarts".
+_STALE_TASK = re.compile(r"^(?:task [0-9a-f]{64}: already exists|id already in use"
+                         r"|failed to start shim: mkdir \S+/[0-9a-f]{64}: file exists(?:: unknown)?)$")
 
 
 def api_status(error: docker.errors.APIError) -> int:
@@ -43,6 +50,17 @@ def api_status(error: docker.errors.APIError) -> int:
             if explanation.endswith(cause):
                 return meant
     return status
+
+
+def pinned_by_stale_task(error: BaseException) -> bool:
+    """
+    Whether C{error} is the engine's answer to a start of a container that a task left in containerd pins:
+    a start that an engine restart interrupted (after containerd made the task, before it ran it) leaves a
+    task in state "created", which Docker 20.10 tries to delete without killing its process and so never can
+    (moby/moby#44399, fixed in 23.0). No start, stop, kill or engine restart frees the container id again.
+    """
+    return (isinstance(error, docker.errors.APIError) and (error.status_code or 0) == 500
+            and _STALE_TASK.match(explain(error).strip()) is not None)
 
 
 def runtime_failure(error: BaseException) -> RuntimeFailure:
