@@ -283,6 +283,9 @@ class DockerRuntime(EngineRuntime):
                     client.remove_container(new, v=False, force=True)
                 if aside:
                     client.rename(cid, name)
+                    # known by its name again before the start's failure is reported (the rename events
+                    # follow on the event thread)
+                    self._reactor.callFromThread(self._cache.put, container_from_inspect(_inspect(client, cid)))
             except Exception as e:
                 self.log.warn("{instance}: could not give the original its name back ({error})", instance=name,
                               error=str(e) or type(e).__name__)
