@@ -22,6 +22,8 @@ import json
 import sys
 import time
 
+from bench.stats import percentile
+
 __all__ = ["probe"]
 
 
@@ -84,11 +86,10 @@ async def _probe(host: str, port: int, path: str, headers: dict, rate: float, se
     await asyncio.gather(*tasks)
     while not idle.empty():
         idle.get_nowait()[1].close()
-    latencies.sort()
-    lateness.sort()
 
     def pct(values: list, p: float) -> float:
-        return round(values[min(len(values) - 1, int(len(values) * p / 100))] * 1000, 3) if values else -1.0
+        value = percentile(values, p)
+        return -1.0 if value is None else round(value * 1000, 3)
 
     return {"rate": rate, "seconds": seconds, "sent": total, "statuses": dict(statuses), "errors": dict(errors),
             "p50_ms": pct(latencies, 50), "p90_ms": pct(latencies, 90), "p99_ms": pct(latencies, 99),

@@ -11,16 +11,16 @@ events (the client's head, the upstream's response), and the context cost 35 -> 
 at c=32 (C{python -m bench.cpu_per_request --compare}).
 
 L{lean_poll} gives the reactor twistd installed a C{doIteration} that dispatches each event straight to
-the reactor's own C{_doReadOrWrite} (which already logs and disconnects on a selectable's error), and
+the reactor's own C{_doReadOrWrite} (which already logs and disconnects on a selectable's error), except a
+plain read event on a TCP connection, which L{_read} handles in one frame with the same outcomes; and it
 calls what L{at_end_of_pass} registered (the relay's queued sends, L{wakeproxy.http.sockets}) after each
-pass's events and before each wait, which saves a C{callLater(0)} per pass. It reads
-three private attributes of Twisted's C{EPollReactor} (C{_poller}, C{_selectables}, C{_doReadOrWrite}):
-with any other reactor, or a Twisted without them, it changes nothing and says so.
+pass's events and before each wait, which saves a C{callLater(0)} per pass. It reads private attributes
+of Twisted's C{EPollReactor} (L{_NEEDED}): with any other reactor, or a Twisted without them, it changes
+nothing and says so.
 """
 
 from __future__ import annotations
 
-import errno
 import weakref
 from typing import Callable
 
@@ -82,12 +82,8 @@ def _poll(self, timeout) -> None:
     """C{EPollReactor.doPoll}, minus C{log.callWithLogger} around each event."""
     try:
         events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
-    except InterruptedError:
+    except InterruptedError:  # EINTR: a signal handler ran; the loop comes round again
         return
-    except OSError as e:
-        if e.errno == errno.EINTR:
-            return
-        raise
     selectables = self._selectables
     dispatch = self._doReadOrWrite
     for fd, event in events:

@@ -95,11 +95,11 @@ def eager_writer(transport) -> Callable[[bytes], None]:
     send = transport.socket.send
     later = transport.write
     batch = _batch(transport.reactor)
-    queued = 0  # this transport's writes in the batch
+    queued = False  # whether this transport has bytes in the batch
 
     def send_queued(data: bytes) -> None:
         nonlocal queued
-        queued = 0
+        queued = False
         if not transport.connected:
             return  # the connection is gone, and its bytes with it
         if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:
@@ -120,7 +120,7 @@ def eager_writer(transport) -> Callable[[bytes], None]:
         if transport._tempDataLen or len(transport.dataBuffer) != transport.offset or not transport.connected:
             later(data)
             return
-        queued = 1
+        queued = True
         batch.add(send_queued, data)
 
     def closing(close: Callable) -> Callable:
