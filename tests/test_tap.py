@@ -105,3 +105,58 @@ class ProxyServiceTests(SynchronousTestCase):
         self.relay.drained.callback(None)
         self.assertEqual(self.calls[-1], "pool.stop")
         self.successResultOf(stopped)
+
+
+class _SignalReactor:
+    """What L{tap._stop_on_signals} uses of a reactor, recorded."""
+
+    def __init__(self) -> None:
+        self.when_running: list = []
+        self.before_shutdown: list = []
+        self.from_thread: list = []
+
+    def callWhenRunning(self, f) -> None:
+        self.when_running.append(f)
+
+    def addSystemEventTrigger(self, phase: str, event: str, f) -> None:
+        self.before_shutdown.append(f)
+
+    def callFromThread(self, f) -> None:
+        self.from_thread.append(f)
+
+    def stop(self) -> None:
+        pass
+
+
+class StopOnSignalsTests(SynchronousTestCase):
+
+    def setUp(self) -> None:
+        import signal
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.addCleanup(signal.signal, signum, signal.getsignal(signum))
+        self.reactor = _SignalReactor()
+        tap._stop_on_signals(self.reactor, 5)
+        for f in self.reactor.when_running:
+            f()
+
+    def _handler(self):
+        import signal
+
+        return signal.getsignal(signal.SIGTERM)
+
+    def test_signals_in_a_row_stop_the_reactor_once(self) -> None:
+        import signal
+
+        self._handler()(signal.SIGTERM, None)
+        self._handler()(signal.SIGTERM, None)
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        self.assertEqual(self.reactor.from_thread, [self.reactor.stop])
+
+    def test_a_signal_after_another_stop_does_not_stop_again(self) -> None:
+        import signal
+
+        for f in self.reactor.before_shutdown:
+            f()
+        self._handler()(signal.SIGTERM, None)
+        self.assertEqual(self.reactor.from_thread, [])

@@ -268,7 +268,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
                                           peer_fences=_group_fences(workers, waker, reactor)),
                              requestFactory=limited_request(api.max_body), reactor=reactor)
         StreamServerEndpointService(listening_endpoint(reactor, api.listen), api_site).setServiceParent(top)
-    reactor.addSystemEventTrigger("before", "shutdown", _repeated_signals_wait, proxy.drain_timeout)
+    _stop_on_signals(reactor, proxy.drain_timeout)
     return top
 
 
@@ -370,22 +370,44 @@ def make_runtime(settings: RuntimeSettings, reactor, stop_grace: float):
     return DockerRuntime(reactor, settings.docker_url, settings.owner, max_threads=settings.threads)
 
 
-def _repeated_signals_wait(drain_timeout: float) -> None:
+def _stop_on_signals(reactor, drain_timeout: float) -> None:
     """
-    Once shutting down (draining, at most --drain-timeout), a second Ctrl-C or SIGTERM only says so: the
-    reactor's own handler would try to stop it again and log a traceback.
+    SIGTERM and SIGINT stop the reactor once; any later one only says that wakeproxy is stopping (draining, at
+    most --drain-timeout). Twisted's own handlers stop the reactor on every signal, so a second one raises
+    and logs a traceback, even one that arrives before the first is handled (a worker can get its parent's
+    death signal and another at once). Installed once the reactor runs, over Twisted's, which still handles
+    the first signal (its log line, and the exit status twistd gives a signalled stop).
     """
     import signal
 
     from twisted.logger import Logger
 
     log = Logger(namespace="wakeproxy.tap")
+    stopping = False
+    first: dict = {}  # signal -> Twisted's handler, which the first signal still goes to (exit status, log)
 
-    def again(signum, frame) -> None:
-        log.info("already stopping: connections in flight get at most {seconds:g}s", seconds=drain_timeout)
+    def stopped() -> None:
+        nonlocal stopping
+        stopping = True  # however the stop began
 
-    try:
-        signal.signal(signal.SIGINT, again)
-        signal.signal(signal.SIGTERM, again)
-    except ValueError:
-        pass  # not the main thread (tests): nothing to do
+    def on_signal(signum, frame) -> None:
+        nonlocal stopping
+        if stopping:
+            log.info("already stopping: connections in flight get at most {seconds:g}s", seconds=drain_timeout)
+            return
+        stopping = True
+        handler = first.get(signum)
+        if callable(handler):
+            handler(signum, frame)
+        else:
+            reactor.callFromThread(reactor.stop)
+
+    def install() -> None:
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                first[signum] = signal.signal(signum, on_signal)
+        except ValueError:
+            pass  # not the main thread (tests): nothing to do
+
+    reactor.callWhenRunning(install)
+    reactor.addSystemEventTrigger("before", "shutdown", stopped)
