@@ -129,28 +129,40 @@ class _SignalReactor:
 
 
 class StopOnSignalsTests(SynchronousTestCase):
+    """The handlers found at install: SIGTERM's a recorder (as Twisted's would be), SIGINT's the default."""
 
     def setUp(self) -> None:
         import signal
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.addCleanup(signal.signal, signum, signal.getsignal(signum))
+        self.passed_on: list = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: self.passed_on.append(signum))
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         self.reactor = _SignalReactor()
         tap._stop_on_signals(self.reactor, 5)
         for f in self.reactor.when_running:
             f()
 
-    def _handler(self):
+    def _handler(self, signum):
         import signal
 
-        return signal.getsignal(signal.SIGTERM)
+        return signal.getsignal(signum)
 
-    def test_signals_in_a_row_stop_the_reactor_once(self) -> None:
+    def test_signals_in_a_row_are_passed_on_once(self) -> None:
         import signal
 
-        self._handler()(signal.SIGTERM, None)
-        self._handler()(signal.SIGTERM, None)
-        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        self._handler(signal.SIGTERM)(signal.SIGTERM, None)
+        self._handler(signal.SIGTERM)(signal.SIGTERM, None)
+        self._handler(signal.SIGINT)(signal.SIGINT, None)
+        self.assertEqual(self.passed_on, [signal.SIGTERM])
+        self.assertEqual(self.reactor.from_thread, [])
+
+    def test_without_a_handler_to_pass_on_the_reactor_is_stopped_once(self) -> None:
+        import signal
+
+        self._handler(signal.SIGINT)(signal.SIGINT, None)
+        self._handler(signal.SIGINT)(signal.SIGINT, None)
         self.assertEqual(self.reactor.from_thread, [self.reactor.stop])
 
     def test_a_signal_after_another_stop_does_not_stop_again(self) -> None:
@@ -158,5 +170,6 @@ class StopOnSignalsTests(SynchronousTestCase):
 
         for f in self.reactor.before_shutdown:
             f()
-        self._handler()(signal.SIGTERM, None)
+        self._handler(signal.SIGTERM)(signal.SIGTERM, None)
+        self.assertEqual(self.passed_on, [])
         self.assertEqual(self.reactor.from_thread, [])
