@@ -1,6 +1,6 @@
 """Packaging for wakeproxy: the package, its twistd plugin and its dependencies."""
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 setup(
     name="wakeproxy",
@@ -14,6 +14,9 @@ setup(
     package_dir={"": "."},
     packages=["wakeproxy", "wakeproxy.api", "wakeproxy.http", "wakeproxy.runtime", "wakeproxy.waking", "twisted.plugins"],
     package_data={"twisted": ["plugins/wakeproxy_plugin.py"], "wakeproxy.api": ["openapi.json"]},
+    # the field scanner's C twin (wakeproxy/http/wire.py has the same in Python): optional, so an install
+    # without a C compiler or Python's headers still works, only slower per header field
+    ext_modules=[Extension("wakeproxy.http._fieldscan", ["wakeproxy/http/_fieldscan.c"], optional=True)],
     install_requires=[
         "twisted[tls]>=24.7",
         "docker>=7.1",

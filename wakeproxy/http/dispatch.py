@@ -30,7 +30,7 @@ from twisted.logger import Logger
 
 from wakeproxy import answers
 from wakeproxy.http.upstreampool import Upstream
-from wakeproxy.http.headers import is_origin_form
+from wakeproxy.http.headers import ORIGIN_FORM
 from wakeproxy.waking.labels import idle_tunnel, loading_page
 from wakeproxy.http.loadingpage import STATUS_HEADER
 from wakeproxy.runtime.interface import IContainerRuntime
@@ -45,14 +45,17 @@ SYNC_TIMEOUT = 30
 
 
 class _Pairs:
-    """Lower-cased header name -> values, over a head's raw pairs (what selectors read)."""
+    """Lower-cased header name -> values, over a head's raw pairs (what selectors read; read when asked)."""
 
-    __slots__ = ("_pairs",)
+    __slots__ = ("_head", "_pairs")
 
-    def __init__(self, pairs):
-        self._pairs = pairs
+    def __init__(self, head):
+        self._head = head
+        self._pairs = None
 
     def get(self, name: bytes, default=()):
+        if self._pairs is None:
+            self._pairs = self._head.headers
         values = [v for k, v in self._pairs if k.lower() == name]
         return values or default
 
@@ -111,7 +114,7 @@ class Dispatcher:
         if head.method == b"TRACE":
             exchange.answer(answers.problem(405, "wakeproxy does not relay TRACE requests"))
             return
-        if not is_origin_form(target):
+        if _origin_form(target) is None:
             exchange.close_after = True
             exchange.answer(answers.problem(400, "the request target must be a path (origin-form), not {!r}".format(
                 target[:64].decode("latin-1"))))
@@ -123,7 +126,11 @@ class Dispatcher:
         if not self._synced:
             self._after_sync(exchange)
             return
-        selection = self._select(head)
+        reads = self._reads
+        selection = self._selections.get(head.cookie if reads == b"cookie" else head.host) if reads is not None \
+            else None
+        if selection is None:
+            selection = self._select(head)
         name = selection.name
         uri = target if self._reads is not None else selection.uri
         if name is not None and self._gate is not None:
@@ -164,16 +171,16 @@ class Dispatcher:
         """The request may use the instance it selected (or names none): what happens to it."""
         head = exchange.head
         name = selection.name
-        container = self._runtime.get(name) if name is not None else None
-        if container is None:
+        # a ticket means a ready instance, so one the runtime knows (the waker drops it when the runtime does)
+        ticket = self._waker.ticket(name) if name is not None else None
+        if ticket is None and (name is None or self._runtime.get(name) is None):
             self._unknown(exchange, selection.reason or "no managed instance named {!r}".format(name))
             return
         noted = head.noted
         if noted and STATUS_HEADER in noted:
             exchange.answer(answers.status(name, self._waker.is_ready(name), self._waker.describe(name)))
             return
-        wakes = self._policy.wakes(uri, noted.get(b"user-agent"))
-        ticket = self._waker.ticket(name)
+        wakes = self._policy.wakes(uri, noted.get(b"user-agent") if noted else None)
         if ticket is not None:
             self._forward(exchange, name, uri, (), wakes, ticket)
             return
@@ -181,7 +188,7 @@ class Dispatcher:
             exchange.answer(answers.problem(503, "instance {} is asleep and this request (its path or user agent) "
                                                  "does not wake it".format(name), retry_after=30))
             return
-        if head.upgrade is None and _wants_html(head) and loading_page(container, self._loading_page):
+        if head.upgrade is None and _wants_html(head) and loading_page(self._runtime.get(name), self._loading_page):
             self._waker.wait_ready(name).addErrback(lambda f: None)  # the page polls for the outcome
             exchange.answer(answers.loading(name))
             return
@@ -191,16 +198,19 @@ class Dispatcher:
                            errbackArgs=(exchange,))
 
     def _select(self, head) -> Selection:
-        """The selector's answer, cached per cookie or Host value when the selector reads only that."""
+        """
+        The selector's answer, cached per cookie or Host value when the selector reads only that (the
+        cache is read in L{dispatch}; this is its miss).
+        """
         reads = self._reads
         if reads is None:
-            return self._selector(Head(head.method, head.target, _Pairs(head.headers)))
+            return self._selector(Head(head.method, head.target, _Pairs(head)))
         key = head.cookie if reads == b"cookie" else head.host
         cached = self._selections.get(key)
         if cached is None:
             if len(self._selections) > 10000:
                 self._selections.clear()
-            cached = self._selections[key] = self._selector(Head(head.method, head.target, _Pairs(head.headers)))
+            cached = self._selections[key] = self._selector(Head(head.method, head.target, _Pairs(head)))
         return cached
 
     def _after_sync(self, exchange) -> None:
@@ -350,6 +360,9 @@ class Dispatcher:
 def _direct_upstream(address: tuple) -> Upstream:
     """The pool's key for an app's (host, port): one value per address (a pure memo, not instance state)."""
     return Upstream("http", *address)
+
+
+_origin_form = ORIGIN_FORM.fullmatch
 
 
 def _discard(queue: deque, item) -> None:

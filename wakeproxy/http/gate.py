@@ -156,8 +156,8 @@ class ForwardAuthGate:
             return value
         if value:
             names = {name.lower() for name, _ in value}
-            head.lines = [line for line in head.lines if line.split(b":", 1)[0].lower() not in names]
-            head.lines.extend(name + b": " + v for name, v in value)
+            head.lines = [line for line in head.lines if line.split(b":", 1)[0].lower() not in names] + \
+                [name + b": " + v for name, v in value]
         return None
 
 

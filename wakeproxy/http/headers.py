@@ -19,6 +19,7 @@ __all__ = [
     "FORWARDING",
     "HOP_BY_HOP",
     "NOTED",
+    "ORIGIN_FORM",
     "VIA",
     "is_origin_form",
     "request_head",
@@ -71,13 +72,12 @@ def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, up
     X-Forwarded-Proto/-Host are kept (a TLS-terminating proxy in front) and the others pass. An HTTP/1.0
     request without Host gets the C{upstream}'s.
     """
-    lines = [b"%s %s HTTP/1.1" % (head.method, uri)]
-    lines += head.lines
+    fields = head.fields
     if head.nominated:
-        drop = head.nominated - _NOT_NOMINABLE
-        lines = lines[:1] + [line for line in lines[1:] if line.split(b":", 1)[0].lower() not in drop]
+        fields = _without(fields, head.nominated)
+    parts = [b"%s %s HTTP/1.1" % (head.method, uri), fields]
     if head.host is None and upstream is not None:
-        lines.append(b"Host: %s:%d" % (upstream.host.encode("idna"), upstream.port))
+        parts.append(b"\r\nHost: %s:%d" % (upstream.host.encode("idna"), upstream.port))
     proto_b = proto.encode("ascii")
     forwarded_host = head.host.strip(_WHITESPACE) if head.host is not None else None
     chain = client_ip.encode("ascii")
@@ -93,21 +93,19 @@ def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, up
             elif lower == b"x-forwarded-host":
                 forwarded_host = value or forwarded_host
             else:
-                lines.append(_FORWARDING_NAMES[lower] + b": " + value)
+                parts.append(b"\r\n" + _FORWARDING_NAMES[lower] + b": " + value)
         if earlier:
             chain = b", ".join(earlier) + b", " + chain
-    lines.append(b"X-Forwarded-For: " + chain)
-    lines.append(b"X-Forwarded-Proto: " + proto_b)
+    parts.append(b"\r\nX-Forwarded-For: " + chain + b"\r\nX-Forwarded-Proto: " + proto_b)
     if forwarded_host:
-        lines.append(b"X-Forwarded-Host: " + forwarded_host)
-    lines.append(_via(head.vias, via) if head.vias else b"Via: 1.1 " + via)
+        parts.append(b"\r\nX-Forwarded-Host: " + forwarded_host)
+    parts.append(b"\r\n" + _via(head.vias, via) if head.vias else b"\r\nVia: 1.1 " + via)
     if head.length < 0:
-        lines.append(b"Transfer-Encoding: chunked")
+        parts.append(b"\r\nTransfer-Encoding: chunked")
     if head.upgrade is not None:
-        lines.append(b"Connection: upgrade")
-        lines.append(b"Upgrade: " + head.upgrade)
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
+        parts.append(b"\r\nConnection: upgrade\r\nUpgrade: " + head.upgrade)
+    parts.append(b"\r\n\r\n")
+    return b"".join(parts)
 
 
 def response_head(head, extra, framing: bytes, close: bool, upgrade: bytes = None, via: bytes = VIA) -> bytes:
@@ -117,20 +115,28 @@ def response_head(head, extra, framing: bytes, close: bool, upgrade: bytes = Non
     Connection nominates; Via extended; C{extra} pairs; the C{framing} line(s) the relay chose; and
     C{Connection: close} or the upgrade.
     """
-    lines = [b"HTTP/1.1 %d %s" % (head.status, head.reason or reason_phrase(head.status))]
-    lines += head.lines
+    fields = head.fields
     if head.nominated:
-        drop = head.nominated - _NOT_NOMINABLE
-        lines = lines[:1] + [line for line in lines[1:] if line.split(b":", 1)[0].lower() not in drop]
-    lines.append(_via(head.vias, via) if head.vias else b"Via: 1.1 " + via)
+        fields = _without(fields, head.nominated)
+    parts = [b"HTTP/1.1 %d %s" % (head.status, head.reason or reason_phrase(head.status)), fields,
+             b"\r\n" + _via(head.vias, via) if head.vias else b"\r\nVia: 1.1 " + via]
     for name, value in extra:
-        lines.append(name + b": " + value)
+        parts.append(b"\r\n" + name + b": " + value)
     if upgrade is not None:
-        lines.append(b"Connection: Upgrade")
-        lines.append(b"Upgrade: " + upgrade)
+        parts.append(b"\r\nConnection: Upgrade\r\nUpgrade: " + upgrade)
     elif close:
-        lines.append(b"Connection: close")
-    return b"\r\n".join(lines) + b"\r\n" + framing + b"\r\n"
+        parts.append(b"\r\nConnection: close")
+    parts.append(b"\r\n")
+    parts.append(framing)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _without(fields: bytes, nominated) -> bytes:
+    """C{fields} (CRLF-prefixed lines) minus the lines of the names a Connection header nominated."""
+    drop = nominated - _NOT_NOMINABLE
+    return b"".join(b"\r\n" + line for line in fields.split(b"\r\n")[1:]
+                    if line.split(b":", 1)[0].lower() not in drop)
 
 
 def _via(earlier, via: bytes) -> bytes:
@@ -155,7 +161,7 @@ def is_origin_form(uri: bytes) -> bool:
     request target) are rejected; other bytes, including bytes >= 0x80,
     are accepted liberally.
     """
-    return _ORIGIN_FORM.fullmatch(uri) is not None
+    return ORIGIN_FORM.fullmatch(uri) is not None
 
 
-_ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f#]*")
+ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f#]*")

@@ -30,6 +30,8 @@ __all__ = [
     "head_problem",
     "parse_request_head",
     "parse_response_head",
+    "scan_fields",
+    "scan_fields_py",
 ]
 
 #: header fields in one head, at most (beyond: 431)
@@ -58,15 +60,16 @@ class ChunkError(WireError):
 
 class RequestHead:
     """
-    A parsed request head (L{parse_request_head}); while parsing, it receives httptools' callbacks and
-    sorts each field by its role as it comes (one object per request, nothing copied afterwards).
+    A parsed request head (L{parse_request_head}): its fields sorted by role (L{scan_fields}), one object
+    per request, nothing copied afterwards.
 
-    @ivar headers: C{(name, value)} byte pairs as received (order, case and duplicates kept).
+    @ivar fields: the field lines forwarded as they are (hop-by-hop, framing, Via and forwarding headers
+        gone), as received, each preceded by CRLF; L{lines} is the same as a list of C{b"Name: value"}.
+    @ivar headers: C{(name, value)} byte pairs as received (order, case and duplicates kept); read from
+        the raw head when first asked for (only selectors that read other headers do).
     @ivar length: the Content-Length, C{-1} for a chunked body, C{0} for none.
     @ivar upgrade: the C{Upgrade} value when the client asks for one (C{Connection: upgrade}), else None.
     @ivar noted: first values of the headers in L{NOTED}, by lower-cased name (only those present).
-    @ivar lines: C{b"Name: value"} of the fields forwarded as they are (hop-by-hop, framing, Via,
-        forwarding gone).
     @ivar nominated: header names the Connection header nominates for removal (beyond
         keep-alive/close/upgrade), or None.
     @ivar forwarding: C{(lower-cased name, value)} of client-sent forwarding headers, or None.
@@ -87,54 +90,39 @@ class RequestHead:
     nominated = None
     forwarding = None
     vias = None
+    noted = {}  # shared and empty (never written): a head with a noted field gets its own
+    fields = b""
+    raw = b""
     # parsing state
     _expect = None
     _coding = None
     _connection = b""
 
-    def __init__(self):
-        self.headers = []
-        self.lines = []
-        self.noted = {}
+    lines = property(lambda self: _lines(self.fields), lambda self, lines: setattr(self, "fields", _fields(lines)))
 
-    def on_url(self, url: bytes) -> None:
-        self.target += url
+    @property
+    def headers(self) -> list:
+        pairs = _Pairs()
+        try:
+            httptools.HttpRequestParser(pairs).feed_data(self.raw)
+        except httptools.HttpParserUpgrade:
+            pass  # parsed in full, as in parse_request_head
+        return pairs
+
+
+class _Pairs(list):
+    """Every field of a head as a C{(name, value)} pair (httptools' callback)."""
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        lower = name.lower()
-        role = _REQUEST_ROLES.get(lower)
-        if role is None:
-            self.lines.append(name + b": " + value)
-        elif role < _CODING:  # read and kept
-            self.lines.append(name + b": " + value)
-            if role == _COOKIE:
-                self.cookie += (value,)
-            elif role == _HOST:
-                self.host_count += 1
-                self.host = value
-            elif role == _NOTE:
-                self.noted.setdefault(lower, value)
-            elif role == _LENGTH:
-                self.length = int(value)  # llhttp checked digits and duplicates
-            else:
-                self._expect = value
-        elif role == _CODING:
-            self._coding = value if self._coding is None else self._coding + b"," + value
-        elif role == _CONNECTION:
-            self._connection = self._connection + b"," + value.lower() if self._connection else value.lower()
-        elif role == _UPGRADE:
-            self.upgrade = value
-        elif role == _FORWARDING:
-            self.forwarding = (self.forwarding or []) + [(lower, value)]
-        elif role == _VIA:
-            self.vias = (self.vias or []) + [value]
+        self.append((name, value))
 
 
 class ResponseHead:
     """
-    A parsed response head (L{parse_response_head}); receives httptools' callbacks while parsing.
+    A parsed response head (L{parse_response_head}).
 
+    @ivar fields: the field lines passed on (hop-by-hop, Content-Length, Transfer-Encoding and Via gone),
+        as received, each preceded by CRLF.
     @ivar length: Content-Length, or None when absent (or chunked).
     @ivar coding: the Transfer-Encoding value (codings before the final chunked are passed on as they are).
     """
@@ -147,29 +135,28 @@ class ResponseHead:
     coding = b"chunked"
     nominated = None
     vias = None
-    _coding = b""
-    _connection = b""
+    fields = b""
 
-    def __init__(self):
-        self.lines = []
+    lines = RequestHead.lines
 
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        role = _RESPONSE_ROLES.get(name.lower())
-        if role is None:
-            self.lines.append(name + b": " + value)
-        elif role == _LENGTH:
-            self.length = int(value)
-        elif role == _CODING:
-            value = value.strip()
-            self._coding = self._coding + b", " + value if self._coding else value
-        elif role == _CONNECTION:
-            self._connection = self._connection + b"," + value.lower() if self._connection else value.lower()
-        elif role == _VIA:
-            self.vias = (self.vias or []) + [value]
+def _lines(fields: bytes) -> list:
+    return fields.split(b"\r\n")[1:]
 
+
+def _fields(lines) -> bytes:
+    return b"".join(b"\r\n" + line for line in lines)
+
+
+class _Validate:
+    """httptools' protocol when only its verdict is wanted: no callbacks (fields are read by L{scan_fields})."""
+
+    # found as None (httptools looks each up; a missing attribute costs an exception raised and dropped)
+    on_message_begin = on_url = on_status = on_header = on_headers_complete = on_body = None
+    on_message_complete = on_chunk_header = on_chunk_complete = None
+
+
+_VALIDATE = _Validate()
 
 # What a header field is to the relay, by lower-cased name: kept as it is (absent from the table), read
 # and kept, read and dropped (restated or rebuilt by headers.py), or dropped (hop-by-hop).
@@ -185,25 +172,93 @@ _RESPONSE_ROLES.update({b"content-length": _LENGTH, b"transfer-encoding": _CODIN
                         b"via": _VIA})
 
 
+def scan_fields_py(raw: bytes, roles: dict, keep_below: int) -> tuple:
+    """
+    The lines of a whole head llhttp validated, sorted by role: C{(start_line, kept, special)}. C{roles}
+    maps lower-cased field names to roles (absent: 0, passed on as it is). C{kept}: the field lines of
+    role 0 or below C{keep_below}, as received, each preceded by CRLF; C{special}: C{(role, name, value)}
+    of every field with a role, in order, value without leading whitespace. L{scan_fields} is this, or
+    its C twin (C{_fieldscan.c}) when built: the same result, without a Python step per field.
+    """
+    if not raw.endswith(b"\r\n\r\n"):
+        raise ValueError("not a whole head: it must end in an empty line")
+    start_line, _, rest = raw[:-2].partition(b"\r\n")
+    kept = []
+    special = []
+    for line in rest[:-2].split(b"\r\n") if rest else ():
+        name, _, value = line.partition(b":")
+        role = roles.get(name.lower(), _KEEP)
+        if role == _KEEP or role < keep_below:
+            kept.append(line)
+        if role != _KEEP:
+            special.append((role, name, value.lstrip(b" \t")))
+    return start_line, _fields(kept), special
+
+
+try:
+    from wakeproxy.http._fieldscan import scan as scan_fields
+except ImportError:  # not built (no C compiler at install): the same in Python
+    scan_fields = scan_fields_py
+
+
 def parse_request_head(raw: bytes) -> RequestHead:
     """C{raw}: the bytes of one request head, up to and including its blank line."""
-    head = RequestHead()
-    parser = httptools.HttpRequestParser(head)
+    parser = httptools.HttpRequestParser(_VALIDATE)
     try:
         parser.feed_data(raw)
     except httptools.HttpParserUpgrade:
         pass  # an Upgrade (or CONNECT) head: parsed in full, the rest is not HTTP
     except httptools.HttpParserError as e:
         raise WireError(400, "the request is not valid HTTP/1.1: {}".format(_message(e)))
-    if len(head.headers) > MAX_HEADERS:
-        raise WireError(431, "the request has {} header fields; at most {} are accepted".format(
-            len(head.headers), MAX_HEADERS))
-    version = parser.get_http_version()
+    if len(raw) > _MIN_FIELD * MAX_HEADERS:  # else it cannot hold more fields than that; no count per field
+        fields = raw.count(b"\n") - 2  # one line end per field beyond the request line and the blank line
+        if fields > MAX_HEADERS:
+            raise WireError(431, "the request has {} header fields; at most {} are accepted".format(
+                fields, MAX_HEADERS))
+    head = RequestHead()
+    head.raw = raw
+    request_line, head.fields, special = scan_fields(raw, _REQUEST_ROLES, _CODING)
+    try:
+        head.method, head.target, version = request_line.split()  # llhttp: no whitespace inside the target
+    except ValueError:
+        raise WireError(400, "the request line is not method, target and version")
+    for role, name, value in special:
+        if role == _HOST:
+            head.host_count += 1
+            head.host = value
+        elif role == _COOKIE:
+            head.cookie += (value,)
+        elif role == _NOTE:
+            lower = name.lower()
+            if not head.noted:
+                head.noted = {lower: value}
+            elif lower not in head.noted:
+                head.noted[lower] = value
+        elif role == _LENGTH:
+            head.length = int(value)  # llhttp checked digits and duplicates
+        elif role == _EXPECT:
+            head._expect = value
+        elif role == _CODING:
+            head._coding = value if head._coding is None else head._coding + b"," + value
+        elif role == _CONNECTION:
+            head._connection = head._connection + b"," + value.lower() if head._connection else value.lower()
+        elif role == _UPGRADE:
+            head.upgrade = value
+        elif role == _FORWARDING:
+            head.forwarding = (head.forwarding or []) + [(name.lower(), value)]
+        elif role == _VIA:
+            head.vias = (head.vias or []) + [value]
+    if version != b"HTTP/1.1" or head._coding is not None or head._expect is not None \
+            or head.host_count != 1 or head._connection or head.upgrade is not None:
+        _check_request(head, parser.get_http_version())  # what most requests need not look at
+    return head
+
+
+def _check_request(head: RequestHead, version: str) -> None:
     if version != "1.1":
         if version != "1.0":
             raise WireError(505, "wakeproxy speaks HTTP/1.1 and HTTP/1.0, not HTTP/{}".format(version))
         head.version = version
-    head.method = parser.get_method()
     coding = head._coding
     if coding is not None:
         if version == "1.0":
@@ -238,12 +293,11 @@ def parse_request_head(raw: bytes) -> RequestHead:
     upgrade = head.upgrade
     if upgrade is not None and (b"upgrade" not in tokens or upgrade.strip().lower() == b"h2c" or version == "1.0"):
         head.upgrade = None  # not nominated by Connection, or h2c: stripped, the request goes on as HTTP/1.1
-    return head
 
 
 def head_problem(partial: bytes) -> Optional[WireError]:
     """What is already wrong with the start of a request head (a TLS hello, a bare-LF head), or None."""
-    parser = httptools.HttpRequestParser(RequestHead())
+    parser = httptools.HttpRequestParser(_VALIDATE)
     try:
         parser.feed_data(partial)
     except httptools.HttpParserUpgrade:
@@ -255,8 +309,7 @@ def head_problem(partial: bytes) -> Optional[WireError]:
 
 def parse_response_head(raw: bytes) -> ResponseHead:
     """C{raw}: the bytes of one response head, up to and including its blank line."""
-    head = ResponseHead()
-    parser = httptools.HttpResponseParser(head)
+    parser = httptools.HttpResponseParser(_VALIDATE)
     try:
         parser.feed_data(raw)
     except httptools.HttpParserUpgrade:
@@ -264,13 +317,27 @@ def parse_response_head(raw: bytes) -> ResponseHead:
     except httptools.HttpParserError as e:
         raise WireError(502, "the upstream's response is not valid HTTP/1.1: {}".format(_message(e)))
     if len(raw) > _MIN_FIELD * MAX_HEADERS:  # else it cannot hold more fields than that; no count per field
-        fields = raw.count(b"\n") - 2  # httptools took LF-only line ends too; one per field beyond the first two
+        fields = raw.count(b"\n") - 2  # one line end per field beyond the status line and the blank line
         if fields > MAX_HEADERS:
             raise WireError(502, "the upstream's response has {} header fields; at most {} are relayed".format(
                 fields, MAX_HEADERS))
+    head = ResponseHead()
     head.status = parser.get_status_code()
-    close = parser.get_http_version() != "1.1"
-    connection = head._connection
+    status_line, head.fields, special = scan_fields(raw, _RESPONSE_ROLES, 1)  # no field with a role is passed on
+    if len(status_line) > 13:  # "HTTP/1.1 200 " and a reason phrase (llhttp: one space, a three-digit status)
+        head.reason = status_line[13:].lstrip(b" ")
+    close = status_line[:9] != b"HTTP/1.1 "
+    connection = coding = b""
+    for role, name, value in special:
+        if role == _LENGTH:
+            head.length = int(value)
+        elif role == _CONNECTION:
+            connection = connection + b"," + value.lower() if connection else value.lower()
+        elif role == _CODING:
+            value = value.strip()
+            coding = coding + b", " + value if coding else value
+        elif role == _VIA:
+            head.vias = (head.vias or []) + [value]
     if connection:
         if connection == b"keep-alive":  # the common one alone: nothing nominated
             close = False
@@ -285,7 +352,6 @@ def parse_response_head(raw: bytes) -> ResponseHead:
             head.nominated = frozenset(tokens) - _HARMLESS or None
     if close:
         head.keep_alive = False
-    coding = head._coding
     if coding:
         head.coding = coding
         if coding.lower().endswith(b"chunked"):
