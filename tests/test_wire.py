@@ -411,3 +411,34 @@ class FieldScanTwinsTests(SynchronousTestCase):
                     continue  # the Python twin reads a line without a colon as a name (llhttp refuses it first)
                 with self.assertRaises(ValueError, msg=(scan, raw)):
                     scan(raw, wire._REQUEST_ROLES, wire._CODING)
+
+
+class RequestReaderTests(SynchronousTestCase):
+    """L{wire.RequestReader}: one connection's heads, its llhttp parser kept between bodiless requests."""
+
+    def test_parser_kept_between_bodiless_requests(self):
+        reader = wire.RequestReader()
+        first = reader.read(head(GET, HOST))
+        kept = reader._parser
+        self.assertIsNotNone(kept)
+        second = reader.read(head(b"HEAD /b HTTP/1.1", HOST, b"Content-Length: 0"))
+        self.assertIs(reader._parser, kept)
+        self.assertEqual((first.target, second.method, second.target), (b"/", b"HEAD", b"/b"))
+
+    def test_a_new_parser_after_a_body_an_upgrade_or_a_close(self):
+        for raw in (head(POST, HOST, b"Content-Length: 3"), head(POST, HOST, b"Transfer-Encoding: chunked"),
+                    head(GET, HOST, b"Connection: upgrade", b"Upgrade: websocket"),
+                    head(GET, HOST, b"Connection: close"), head(b"GET / HTTP/1.0")):
+            reader = wire.RequestReader()
+            reader.read(raw)
+            self.assertIsNone(reader._parser, raw)
+            self.assertEqual(reader.read(head(GET, HOST)).target, b"/", raw)  # the next head on a fresh one
+
+    def test_refusals_with_a_kept_parser(self):
+        """A parser that read good heads refuses what a new one refuses."""
+        for name, raw, status in REFUSED_REQUESTS:
+            reader = wire.RequestReader()
+            reader.read(head(GET, HOST))
+            with self.assertRaises(WireError, msg=name) as caught:
+                reader.read(raw)
+            self.assertEqual(caught.exception.status, status, name)

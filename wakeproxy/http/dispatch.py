@@ -98,6 +98,8 @@ class Dispatcher:
         runtime.watch(self._forget)
         runtime.ready().addCallback(self._sync_done)
         waker.before_sleep(self.close_tunnels)
+        self._on_end = self._ended  # bound once, not per request
+        self._on_tunnel = self._tunnel_opened
 
     def _forget(self, name: str, container) -> None:
         if container is None:
@@ -276,15 +278,14 @@ class Dispatcher:
         if slots is None:
             slots = self._slots[name] = _Slots()
         exchange.instance = name
+        exchange.on_end = self._on_end
+        exchange.on_tunnel = self._on_tunnel
         if counted:
+            exchange.counted = True
             self._waker.exchange_began(name)
-            exchange.on_end = self._ended_counted
-        else:
-            exchange.on_end = self._ended
-        exchange.on_tunnel = self._tunnel_opened
         if slots.busy < self._max_upstream:
             slots.busy += 1
-            exchange.slot = True
+            exchange.slot = slots
             exchange.forward(upstream, uri, extra)
             return
         item = (exchange, upstream, uri, extra)
@@ -302,47 +303,45 @@ class Dispatcher:
             exchange.answer(answers.problem(502, "instance {} has no address wakeproxy can reach (see "
                                                  "wakeproxy's log)".format(name)))
 
-    def _release(self, name: str) -> None:
-        slots = self._slots.get(name)
-        if slots is None:
-            return
+    @staticmethod
+    def _release(slots: _Slots) -> None:
+        """A slot is given back: the first exchange still waiting for one takes it."""
         while slots.queue:
             exchange, upstream, uri, extra = slots.queue.popleft()
             if not exchange.gone and not exchange.done:
                 exchange.on_gone = None
-                exchange.slot = True
+                exchange.slot = slots
                 exchange.forward(upstream, uri, extra)
                 return
         slots.busy = max(0, slots.busy - 1)
 
     def _ended(self, exchange) -> None:
-        name = exchange.instance
-        if exchange.slot:
-            exchange.slot = False
-            slots = self._slots.get(name)
-            if slots is not None:
-                if slots.queue:
-                    self._release(name)
-                elif slots.busy:
-                    slots.busy -= 1
+        """The exchange's accounting, once, at its end: its slot back, and activity if it counted."""
+        slots = exchange.slot
+        if slots is not None:
+            exchange.slot = None
+            if slots.queue:
+                self._release(slots)
+            elif slots.busy:
+                slots.busy -= 1
         if exchange.tunnel:
-            self._tunnels.get(name, set()).discard(exchange)
-
-    def _ended_counted(self, exchange) -> None:
-        self._ended(exchange)
-        if not (exchange.tunnel and exchange.on_activity is not None):
+            self._tunnels.get(exchange.instance, set()).discard(exchange)
+            if exchange.on_activity is not None:
+                return  # a data-mode tunnel's exchange ended at its 101
+        if exchange.counted:
             self._waker.exchange_ended(exchange.instance)
 
     def _tunnel_opened(self, exchange) -> None:
         """A 101: the tunnel gives its upstream slot back; activity from now on by its use."""
         name = exchange.instance
-        if exchange.slot:
-            exchange.slot = False
-            self._release(name)
+        slots = exchange.slot
+        if slots is not None:
+            exchange.slot = None
+            self._release(slots)
         self._tunnels.setdefault(name, set()).add(exchange)
         container = self._runtime.get(name)
         mode = idle_tunnel(container, self._idle_tunnel) if container is not None else self._idle_tunnel
-        if mode == "data" and exchange.on_end == self._ended_counted:
+        if mode == "data" and exchange.counted:
             self._waker.exchange_ended(name)  # the upgrade exchange is over; data frames touch from now on
             waker = self._waker
             exchange.on_activity = lambda: waker.touch(name)

@@ -44,7 +44,9 @@ class Exchange:
     on_tunnel = None
     on_activity = None
     instance = None
-    slot = False  # holds one of its instance's upstream slots (the dispatcher's)
+    slot = None  # the dispatcher's slots of its instance, while it holds one of them
+    counted = False  # activity of its instance while in flight (the dispatcher's)
+    pressed = False  # either side's backpressure paused the other during this exchange
     # for the access log
     status = None
     bytes_in = 0
@@ -123,8 +125,9 @@ class Exchange:
     def _detach(self, conn) -> None:
         """C{conn} is no longer this exchange's: neither side's backpressure holds the other any more."""
         conn.exchange = None
-        self.client.full.release(conn)
-        conn.release_client()
+        if self.pressed:
+            self.client.full.release(conn)
+            conn.release_client()
 
     def connect_failed(self, reason) -> None:
         self._fail(502, "{} did not accept the connection".format(self._who()),

@@ -75,12 +75,13 @@ def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, up
     fields = head.fields
     if head.nominated:
         fields = _without(fields, head.nominated)
-    parts = [b"%s %s HTTP/1.1" % (head.method, uri), fields]
-    if head.host is None and upstream is not None:
+    parts = [head.method, b" ", uri, b" HTTP/1.1", fields]
+    host = head.host
+    if host is None and upstream is not None:
         parts.append(b"\r\nHost: %s:%d" % (upstream.host.encode("idna"), upstream.port))
-    proto_b = proto.encode("ascii")
-    forwarded_host = head.host.strip(_WHITESPACE) if head.host is not None else None
     chain = client_ip.encode("ascii")
+    proto_b = proto.encode("ascii")
+    forwarded_host = host.strip(_WHITESPACE) if host is not None else None
     if trusted and head.forwarding:
         earlier = []
         for lower, value in head.forwarding:
@@ -96,10 +97,10 @@ def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, up
                 parts.append(b"\r\n" + _FORWARDING_NAMES[lower] + b": " + value)
         if earlier:
             chain = b", ".join(earlier) + b", " + chain
-    parts.append(b"\r\nX-Forwarded-For: " + chain + b"\r\nX-Forwarded-Proto: " + proto_b)
+    parts += (b"\r\nX-Forwarded-For: ", chain, b"\r\nX-Forwarded-Proto: ", proto_b)
     if forwarded_host:
-        parts.append(b"\r\nX-Forwarded-Host: " + forwarded_host)
-    parts.append(b"\r\n" + _via(head.vias, via) if head.vias else b"\r\nVia: 1.1 " + via)
+        parts += (b"\r\nX-Forwarded-Host: ", forwarded_host)
+    parts.append(b"\r\n" + _via(head.vias, via) if head.vias or via != VIA else _VIA_LINE)
     if head.length < 0:
         parts.append(b"\r\nTransfer-Encoding: chunked")
     if head.upgrade is not None:
@@ -118,17 +119,17 @@ def response_head(head, extra, framing: bytes, close: bool, upgrade: bytes = Non
     fields = head.fields
     if head.nominated:
         fields = _without(fields, head.nominated)
-    parts = [b"HTTP/1.1 %d %s" % (head.status, head.reason or reason_phrase(head.status)), fields,
-             b"\r\n" + _via(head.vias, via) if head.vias else b"\r\nVia: 1.1 " + via]
+    status_line = head.status_line
+    if status_line[:9] != b"HTTP/1.1 " or not head.reason:  # an HTTP/1.0 upstream's, or without a reason
+        status_line = b"HTTP/1.1 %d %s" % (head.status, head.reason or reason_phrase(head.status))
+    parts = [status_line, fields, b"\r\n" + _via(head.vias, via) if head.vias or via != VIA else _VIA_LINE]
     for name, value in extra:
-        parts.append(b"\r\n" + name + b": " + value)
+        parts += (b"\r\n", name, b": ", value)
     if upgrade is not None:
-        parts.append(b"\r\nConnection: Upgrade\r\nUpgrade: " + upgrade)
+        parts += (b"\r\nConnection: Upgrade\r\nUpgrade: ", upgrade)
     elif close:
         parts.append(b"\r\nConnection: close")
-    parts.append(b"\r\n")
-    parts.append(framing)
-    parts.append(b"\r\n")
+    parts += (b"\r\n", framing, b"\r\n")
     return b"".join(parts)
 
 
@@ -146,6 +147,8 @@ def _via(earlier, via: bytes) -> bytes:
     chain.append(b"1.1 " + via)
     return b"Via: " + b", ".join(chain)
 
+
+_VIA_LINE = b"\r\nVia: 1.1 " + VIA
 
 _FORWARDING_NAMES = {b"x-forwarded-port": b"X-Forwarded-Port", b"forwarded": b"Forwarded", b"x-real-ip": b"X-Real-IP"}
 

@@ -34,7 +34,7 @@ from zope.interface import implementer
 from wakeproxy import answers
 from wakeproxy.http.exchange import Exchange
 from wakeproxy.http.sockets import HalfClose, eager_writer, peer_gone, raw_socket, set_nodelay
-from wakeproxy.http.wire import WireError, head_problem, parse_request_head
+from wakeproxy.http.wire import RequestReader, WireError, head_problem
 
 __all__ = ["RelayFactory", "RelayProtocol", "Timeouts"]
 
@@ -73,6 +73,7 @@ class _ClientFull:
         if conn is not None and conn is not self._paused:
             self.resumeProducing()
             self._paused = conn
+            exchange.pressed = True
             conn.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
@@ -104,6 +105,7 @@ class RelayProtocol(HalfClose, Protocol):
         self.head_age = 0
         self.full = _ClientFull(self)
         self._buf = b""
+        self._reader = RequestReader()
         self._searched = 0  # how far the current partial head was searched for its end
         self._paused: set = set()
         self._parsing = False
@@ -188,7 +190,7 @@ class RelayProtocol(HalfClose, Protocol):
         if type(buf) is not bytes:
             buf = bytes(buf)  # a head that came in pieces; slices of bytes are bytes
         try:
-            head = parse_request_head(buf[:end + 4])
+            head = self._reader.read(buf[:end + 4])
         except WireError as e:
             self._refuse(e.status, e.detail)
             return False

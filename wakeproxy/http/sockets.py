@@ -116,12 +116,9 @@ def eager_writer(transport) -> Callable[[bytes], None]:
         nonlocal queued
         if queued:
             batch.add_to_last(send_queued, data)
-            return
-        if transport._tempDataLen or len(transport.dataBuffer) != transport.offset or not transport.connected:
-            later(data)
-            return
-        queued = True
-        batch.add(send_queued, data)
+        else:  # whether Twisted still holds bytes of this transport is asked when sending (same order)
+            queued = True
+            batch.add(send_queued, data)
 
     def closing(close: Callable) -> Callable:
         def close_after_queued(*args, **kwargs):

@@ -101,6 +101,7 @@ class UpstreamConnection(HalfClose, Protocol):
         exchange = self.exchange
         if exchange is not None and self._paused_client is None:
             self._paused_client = exchange.client
+            exchange.pressed = True
             exchange.client.pause("upstream")
 
     def resumeProducing(self) -> None:
@@ -113,11 +114,6 @@ class UpstreamConnection(HalfClose, Protocol):
         client, self._paused_client = self._paused_client, None
         if client is not None:
             client.resume("upstream")
-
-    def idle(self) -> None:
-        """Back in the pool: any byte that arrives now is out of step and closes the connection."""
-        self._state = _DONE
-        self._buf = b""
 
     def dataReceived(self, data: bytes) -> None:
         exchange = self.exchange
@@ -174,28 +170,28 @@ class UpstreamConnection(HalfClose, Protocol):
                 self._broken(e.detail)
                 return
             status = head.status
+            if status >= 200:
+                break
             if status == 101:
                 self._state = _TUNNEL
                 self._buf = b""
                 self.exchange.tunnel_open(head, buf)
                 return
-            if 100 <= status < 200:
-                self.exchange.response_interim(raw)
-                if self.exchange is None:
-                    return
-                continue
-            break
-        self._buf = b""
-        self._keep_alive = head.keep_alive
-        length = head.length
-        if length is not None and not head.chunked and 0 < length <= len(buf) and not self._head_request \
-                and status != 204 and status != 304:
+            self.exchange.response_interim(raw)
+            if self.exchange is None:
+                return
+        if self._buf:
+            self._buf = b""
+        length = head.length  # None when chunked
+        if length is not None and 0 < length <= len(buf) and status != 204 and status != 304 \
+                and not self._head_request:
             # the whole body came with the head (the common small response): one write to the client, and
             # the exchange ends at once
             self._state = _DONE
-            self.exchange.response_whole(head, buf[:length] if len(buf) > length else buf,
-                                         len(buf) == length and head.keep_alive)
+            whole = len(buf) == length
+            self.exchange.response_whole(head, buf if whole else buf[:length], whole and head.keep_alive)
             return
+        self._keep_alive = head.keep_alive
         self._decode = self.exchange.response_head(head)
         if self.exchange is None:
             return
@@ -346,8 +342,7 @@ class UpstreamPool:
         if len(idle) >= self.max_idle:
             transport.loseConnection()
             return
-        conn.idle_since = self._now
-        conn.idle()
+        conn.idle_since = self._now  # with no exchange, any byte that arrives closes it (out of step)
         idle.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:

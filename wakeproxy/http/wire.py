@@ -24,6 +24,7 @@ __all__ = [
     "ChunkError",
     "ChunkScanner",
     "RequestHead",
+    "RequestReader",
     "ResponseHead",
     "WireError",
     "chunk",
@@ -128,6 +129,7 @@ class ResponseHead:
     """
 
     status = 0
+    status_line = b""
     reason = b""
     length = None
     keep_alive = True
@@ -201,9 +203,35 @@ except ImportError:  # not built (no C compiler at install): the same in Python
     scan_fields = scan_fields_py
 
 
-def parse_request_head(raw: bytes) -> RequestHead:
-    """C{raw}: the bytes of one request head, up to and including its blank line."""
-    parser = httptools.HttpRequestParser(_VALIDATE)
+class RequestReader:
+    """
+    The request heads of one client connection, in order: L{parse_request_head} with the connection's
+    llhttp parser kept from one bodiless keep-alive request to the next (llhttp is then waiting for the next
+    message, as after any request it saw whole), so most requests need no parser of their own.
+    """
+
+    __slots__ = ("_parser",)
+
+    def __init__(self):
+        self._parser = None
+
+    def read(self, raw: bytes) -> RequestHead:
+        parser, self._parser = self._parser, None
+        if parser is None:
+            parser = httptools.HttpRequestParser(_VALIDATE)
+        head = parse_request_head(raw, parser)
+        if head.length == 0 and head.keep_alive and head.upgrade is None and parser.should_keep_alive():
+            self._parser = parser
+        return head
+
+
+def parse_request_head(raw: bytes, parser=None) -> RequestHead:
+    """
+    C{raw}: the bytes of one request head, up to and including its blank line; C{parser}: an httptools
+    request parser to validate it with, waiting for a message (L{RequestReader}), or None for a new one.
+    """
+    if parser is None:
+        parser = httptools.HttpRequestParser(_VALIDATE)
     try:
         parser.feed_data(raw)
     except httptools.HttpParserUpgrade:
@@ -323,7 +351,8 @@ def parse_response_head(raw: bytes) -> ResponseHead:
                 fields, MAX_HEADERS))
     head = ResponseHead()
     head.status = parser.get_status_code()
-    status_line, head.fields, special = scan_fields(raw, _RESPONSE_ROLES, 1)  # no field with a role is passed on
+    head.status_line, head.fields, special = scan_fields(raw, _RESPONSE_ROLES, 1)  # no field with a role is passed on
+    status_line = head.status_line
     if len(status_line) > 13:  # "HTTP/1.1 200 " and a reason phrase (llhttp: one space, a three-digit status)
         head.reason = status_line[13:].lstrip(b" ")
     close = status_line[:9] != b"HTTP/1.1 "

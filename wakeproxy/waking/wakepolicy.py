@@ -14,6 +14,8 @@ from urllib.parse import unquote_to_bytes
 __all__ = ["DEFAULT_NO_WAKE_PATHS", "WakePolicy", "parse_wake_rate"]
 
 DEFAULT_NO_WAKE_PATHS = ("/favicon.ico", "/robots.txt")
+#: request targets whose path verdict is remembered, at most (then forgotten all at once)
+_MEMO = 4096
 
 
 class WakePolicy:
@@ -25,6 +27,7 @@ class WakePolicy:
             if no_wake_paths else None
         self._agents = re.compile("|".join("(?:{})".format(r) for r in no_wake_user_agents).encode(), re.I) \
             if no_wake_user_agents else None
+        self._by_uri: dict = {}
 
     @property
     def reads_agent(self) -> bool:
@@ -33,14 +36,22 @@ class WakePolicy:
 
     def wakes(self, uri: bytes, user_agent: Optional[bytes]) -> bool:
         if self._paths is not None:
-            path = uri.split(b"?", 1)[0]
-            if b"%" in path:
-                path = unquote_to_bytes(path)
-            if self._paths.match(path):
+            known = self._by_uri.get(uri)  # the same paths come again and again (a memo, not state)
+            if known is None:
+                if len(self._by_uri) >= _MEMO:
+                    self._by_uri.clear()
+                known = self._by_uri[uri] = self._path_wakes(uri)
+            if not known:
                 return False
         if self._agents is not None and user_agent and self._agents.search(user_agent):
             return False
         return True
+
+    def _path_wakes(self, uri: bytes) -> bool:
+        path = uri.split(b"?", 1)[0]
+        if b"%" in path:
+            path = unquote_to_bytes(path)
+        return not self._paths.match(path)
 
 
 def parse_wake_rate(text: str) -> tuple[int, float]:
