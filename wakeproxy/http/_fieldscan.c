@@ -18,6 +18,63 @@
 #include <Python.h>
 #include <string.h>
 
+/*
+ * Roles by field name as received, remembered: most heads repeat the same names in the same case, and
+ * a hit costs a hash of the name instead of a lower-cased copy, a bytes object and a dictionary look-up.
+ * An entry holds a reference to its roles table (so no other table can take its address); a table is
+ * read once per name, so it must not change after its first use (wire.py's are constants).
+ */
+#define CACHE_SLOTS 512
+#define CACHE_NAME 40
+
+typedef struct {
+    PyObject *roles;
+    long role;
+    Py_ssize_t length;
+    char name[CACHE_NAME];
+} cached_role;
+
+static cached_role cache[CACHE_SLOTS];
+
+static long
+role_of(PyObject *roles, const char *name, Py_ssize_t length)
+{
+    cached_role *slot = NULL;
+    if (length <= CACHE_NAME) {
+        size_t hash = (size_t)roles >> 4;
+        for (Py_ssize_t i = 0; i < length; i++)
+            hash = (hash ^ (unsigned char)name[i]) * 1099511628211u;
+        slot = &cache[(hash ^ (hash >> 29)) % CACHE_SLOTS];
+        if (slot->roles == roles && slot->length == length && memcmp(slot->name, name, (size_t)length) == 0)
+            return slot->role;
+    }
+    PyObject *key = PyBytes_FromStringAndSize(NULL, length);
+    if (key == NULL)
+        return -1;
+    char *lower = PyBytes_AS_STRING(key);
+    for (Py_ssize_t i = 0; i < length; i++)
+        lower[i] = Py_TOLOWER(name[i]);
+    PyObject *found = PyDict_GetItemWithError(roles, key); /* borrowed */
+    Py_DECREF(key);
+    long role = 0;
+    if (found != NULL) {
+        role = PyLong_AsLong(found);
+        if (role == -1 && PyErr_Occurred())
+            return -1;
+    } else if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (slot != NULL) {
+        Py_INCREF(roles);
+        Py_XDECREF(slot->roles);
+        slot->roles = roles;
+        slot->role = role;
+        slot->length = length;
+        memcpy(slot->name, name, (size_t)length);
+    }
+    return role;
+}
+
 static PyObject *
 scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -52,7 +109,6 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     special = PyList_New(0);
     if (special == NULL)
         goto fail;
-    char lower[64];
     Py_ssize_t p = start;
     while (p < end) {
         const char *line = raw + p + 2;
@@ -65,29 +121,9 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto fail;
         }
         Py_ssize_t name_length = colon - line;
-        PyObject *key;
-        if (name_length <= (Py_ssize_t)sizeof(lower)) {
-            for (Py_ssize_t i = 0; i < name_length; i++)
-                lower[i] = Py_TOLOWER(line[i]);
-            key = PyBytes_FromStringAndSize(lower, name_length);
-        } else {
-            key = PyBytes_FromStringAndSize(NULL, name_length);
-            if (key != NULL)
-                for (Py_ssize_t i = 0; i < name_length; i++)
-                    PyBytes_AS_STRING(key)[i] = Py_TOLOWER(line[i]);
-        }
-        if (key == NULL)
+        long role = role_of(roles, line, name_length);
+        if (role == -1 && PyErr_Occurred())
             goto fail;
-        PyObject *found = PyDict_GetItemWithError(roles, key); /* borrowed */
-        Py_DECREF(key);
-        long role = 0;
-        if (found != NULL) {
-            role = PyLong_AsLong(found);
-            if (role == -1 && PyErr_Occurred())
-                goto fail;
-        } else if (PyErr_Occurred()) {
-            goto fail;
-        }
         if (role == 0 || role < keep_below) {
             memcpy(out + used, raw + p, (size_t)(length + 2));
             used += length + 2;

@@ -102,8 +102,8 @@ def eager_writer(transport) -> Callable[[bytes], None]:
         queued = False
         if not transport.connected:
             return  # the connection is gone, and its bytes with it
-        if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:
-            later(data)
+        if transport._tempDataLen or transport.dataBuffer and len(transport.dataBuffer) != transport.offset:
+            later(data)  # Twisted still holds bytes of this transport: after them
             return
         try:
             sent = send(data)
