@@ -71,14 +71,14 @@ class RequestHeadTests(SynchronousTestCase):
     def test_cases(self):
         for name, lines, trusted, expected in self.cases:
             head = parse_request_head(_request(*lines))
-            built = request_head(head, b"/x", "10.0.0.1", "http", trusted)
+            built = request_head(head, b"/x", b"10.0.0.1", b"http", trusted)
             self.assertTrue(built.startswith(b"GET /x HTTP/1.1\r\n"), name)
             self.assertTrue(built.endswith(b"\r\n\r\n"), name)
             self.assertEqual(_fields(built), expected, name)
 
     def test_http10_without_host_gets_the_upstreams(self):
         head = parse_request_head(b"GET / HTTP/1.0\r\n\r\n")
-        built = request_head(head, b"/", "::1", "https", False, Upstream("http", "127.0.0.1", 9001))
+        built = request_head(head, b"/", b"::1", b"https", False, Upstream("http", "127.0.0.1", 9001))
         self.assertEqual(_fields(built), [b"Host: 127.0.0.1:9001", b"X-Forwarded-For: ::1",
                                           b"X-Forwarded-Proto: https", b"Via: 1.1 wakeproxy"])
 

@@ -104,7 +104,7 @@ class Exchange:
         conn.exchange = self
         conn.expect(self.head.method == b"HEAD")
         client = self.client
-        head = request_head(self.head, self.uri, client.peer_ip, client.scheme, client.trusted, self.upstream)
+        head = request_head(self.head, self.uri, client.peer_ip_b, client.scheme_b, client.trusted, self.upstream)
         client.ticks = 0  # the body timeout counts from now, not from the hold
         self.waiting = True
         self.wait_ticks = 0

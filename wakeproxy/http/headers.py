@@ -59,11 +59,11 @@ FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-p
 NOTED = frozenset({b"accept", b"user-agent", b"x-wakeproxy-status", b"referer"})
 
 
-def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, upstream=None,
+def request_head(head, uri: bytes, client_ip: bytes, proto: bytes, trusted: bool, upstream=None,
                  via: bytes = VIA) -> bytes:
     """
     The head to send upstream for a parsed request (L{wire.RequestHead}, whose fields the parser already
-    sorted): target C{uri}; the fields kept as they are, minus those the client's Connection header
+    sorted): target C{uri}; the client's address and scheme (bytes, ASCII); the fields kept as they are, minus those the client's Connection header
     nominates; C{X-Forwarded-For/-Proto/-Host} and C{Via}; the body's framing (Content-Length stays,
     C{Transfer-Encoding: chunked} is restated); for an upgrade, C{Connection: upgrade} and C{Upgrade}.
 
@@ -79,8 +79,8 @@ def request_head(head, uri: bytes, client_ip: str, proto: str, trusted: bool, up
     host = head.host
     if host is None and upstream is not None:
         parts.append(b"\r\nHost: %s:%d" % (upstream.host.encode("idna"), upstream.port))
-    chain = client_ip.encode("ascii")
-    proto_b = proto.encode("ascii")
+    chain = client_ip
+    proto_b = proto
     forwarded_host = host.strip(_WHITESPACE) if host is not None else None
     if trusted and head.forwarding:
         earlier = []

@@ -100,6 +100,8 @@ class RelayProtocol(HalfClose, Protocol):
         self.write = None
         self.peer_ip = "unknown"
         self.scheme = "http"
+        self.peer_ip_b = b"unknown"  # the same as ASCII bytes, for each request's forwarding headers
+        self.scheme_b = b"http"
         self.trusted = False
         self.ticks = 0
         self.head_age = 0
@@ -118,6 +120,8 @@ class RelayProtocol(HalfClose, Protocol):
         peer = transport.getPeer()
         self.peer_ip = getattr(peer, "host", None) or "unknown"
         self.scheme = "https" if _is_tls(transport) else "http"
+        self.peer_ip_b = self.peer_ip.encode("ascii")
+        self.scheme_b = self.scheme.encode("ascii")
         self.trusted = self.relay.is_trusted(self.peer_ip)
         self.relay.connections.add(self)
         transport.registerProducer(self.full, True)

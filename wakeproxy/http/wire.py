@@ -39,6 +39,8 @@ __all__ = [
 MAX_HEADERS = 100
 #: the shortest header field line: "a:" and its line end
 _MIN_FIELD = 3
+#: a head shorter than this cannot hold more than MAX_HEADERS fields (their count is not needed)
+_MAY_HOLD_MAX = _MIN_FIELD * MAX_HEADERS
 #: Connection tokens that nominate nothing to remove
 _HARMLESS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 #: longest chunk-size line (size, extensions) or trailer line accepted
@@ -238,7 +240,7 @@ def parse_request_head(raw: bytes, parser=None) -> RequestHead:
         pass  # an Upgrade (or CONNECT) head: parsed in full, the rest is not HTTP
     except httptools.HttpParserError as e:
         raise WireError(400, "the request is not valid HTTP/1.1: {}".format(_message(e)))
-    if len(raw) > _MIN_FIELD * MAX_HEADERS:  # else it cannot hold more fields than that; no count per field
+    if len(raw) > _MAY_HOLD_MAX:  # else it cannot hold more fields than that; no count per field
         fields = raw.count(b"\n") - 2  # one line end per field beyond the request line and the blank line
         if fields > MAX_HEADERS:
             raise WireError(431, "the request has {} header fields; at most {} are accepted".format(
@@ -344,7 +346,7 @@ def parse_response_head(raw: bytes) -> ResponseHead:
         pass
     except httptools.HttpParserError as e:
         raise WireError(502, "the upstream's response is not valid HTTP/1.1: {}".format(_message(e)))
-    if len(raw) > _MIN_FIELD * MAX_HEADERS:  # else it cannot hold more fields than that; no count per field
+    if len(raw) > _MAY_HOLD_MAX:  # else it cannot hold more fields than that; no count per field
         fields = raw.count(b"\n") - 2  # one line end per field beyond the status line and the blank line
         if fields > MAX_HEADERS:
             raise WireError(502, "the upstream's response has {} header fields; at most {} are relayed".format(
