@@ -9,7 +9,7 @@ SHELL  := /bin/bash
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: setup.py wakeproxy/http/_fieldscan.c
 	bash scripts/ensure-python.sh "$(PYTHON)" "$(VENV)"
 	$(VENV)/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat 2>&1 | bash scripts/quiet-noise.sh
 	touch $@

@@ -234,17 +234,7 @@ def parse_request_head(raw: bytes, parser=None) -> RequestHead:
     """
     if parser is None:
         parser = httptools.HttpRequestParser(_VALIDATE)
-    try:
-        parser.feed_data(raw)
-    except httptools.HttpParserUpgrade:
-        pass  # an Upgrade (or CONNECT) head: parsed in full, the rest is not HTTP
-    except httptools.HttpParserError as e:
-        raise WireError(400, "the request is not valid HTTP/1.1: {}".format(_message(e)))
-    if len(raw) > _MAY_HOLD_MAX:  # else it cannot hold more fields than that; no count per field
-        fields = raw.count(b"\n") - 2  # one line end per field beyond the request line and the blank line
-        if fields > MAX_HEADERS:
-            raise WireError(431, "the request has {} header fields; at most {} are accepted".format(
-                fields, MAX_HEADERS))
+    _validate(parser, raw, _REQUEST_ERRORS)
     head = RequestHead()
     head.raw = raw
     request_line, head.fields, special = scan_fields(raw, _REQUEST_ROLES, _CODING)
@@ -340,17 +330,7 @@ def head_problem(partial: bytes) -> Optional[WireError]:
 def parse_response_head(raw: bytes) -> ResponseHead:
     """C{raw}: the bytes of one response head, up to and including its blank line."""
     parser = httptools.HttpResponseParser(_VALIDATE)
-    try:
-        parser.feed_data(raw)
-    except httptools.HttpParserUpgrade:
-        pass
-    except httptools.HttpParserError as e:
-        raise WireError(502, "the upstream's response is not valid HTTP/1.1: {}".format(_message(e)))
-    if len(raw) > _MAY_HOLD_MAX:  # else it cannot hold more fields than that; no count per field
-        fields = raw.count(b"\n") - 2  # one line end per field beyond the status line and the blank line
-        if fields > MAX_HEADERS:
-            raise WireError(502, "the upstream's response has {} header fields; at most {} are relayed".format(
-                fields, MAX_HEADERS))
+    _validate(parser, raw, _RESPONSE_ERRORS)
     head = ResponseHead()
     head.status = parser.get_status_code()
     head.status_line, head.fields, special = scan_fields(raw, _RESPONSE_ROLES, 1)  # no field with a role is passed on
@@ -389,6 +369,27 @@ def parse_response_head(raw: bytes) -> ResponseHead:
             head.chunked = True
             head.length = None
     return head
+
+
+#: what a bad head is answered with: (status, sentence) for invalid HTTP and for too many fields
+_REQUEST_ERRORS = ((400, "the request is not valid HTTP/1.1: {}"),
+                   (431, "the request has {} header fields; at most {} are accepted"))
+_RESPONSE_ERRORS = ((502, "the upstream's response is not valid HTTP/1.1: {}"),
+                    (502, "the upstream's response has {} header fields; at most {} are relayed"))
+
+
+def _validate(parser, raw: bytes, errors: tuple) -> None:
+    """llhttp's verdict on a whole head (fed to C{parser}, which has no callbacks), and its field count."""
+    try:
+        parser.feed_data(raw)
+    except httptools.HttpParserUpgrade:
+        pass  # an Upgrade (or CONNECT) head: parsed in full, the rest is not HTTP
+    except httptools.HttpParserError as e:
+        raise WireError(errors[0][0], errors[0][1].format(_message(e)))
+    if len(raw) > _MAY_HOLD_MAX:  # else it cannot hold more fields than that; no count per field
+        fields = raw.count(b"\n") - 2  # one line end per field beyond the start line and the blank line
+        if fields > MAX_HEADERS:
+            raise WireError(errors[1][0], errors[1][1].format(fields, MAX_HEADERS))
 
 
 def _message(error: Exception) -> str:
