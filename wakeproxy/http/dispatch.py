@@ -129,12 +129,14 @@ class Dispatcher:
             self._after_sync(exchange)
             return
         reads = self._reads
-        selection = self._selections.get(head.cookie if reads == b"cookie" else head.host) if reads is not None \
-            else None
-        if selection is None:
-            selection = self._select(head)
+        if reads is None:
+            selection = self._selector(Head(head.method, target, _Pairs(head)))
+            uri = selection.uri
+        else:
+            key = head.cookie if reads == b"cookie" else head.host
+            selection = self._selections.get(key) or self._select(head, key)
+            uri = target
         name = selection.name
-        uri = target if self._reads is not None else selection.uri
         if name is not None and self._gate is not None:
             verdict = self._gate.check(head, name)
             if verdict is not None:
@@ -182,7 +184,7 @@ class Dispatcher:
         if noted and STATUS_HEADER in noted:
             exchange.answer(answers.status(name, self._waker.is_ready(name), self._waker.describe(name)))
             return
-        wakes = self._policy.wakes(uri, noted.get(b"user-agent") if noted else None)
+        wakes = self._policy.wakes(uri, noted.get(b"user-agent"))
         if ticket is not None:
             self._forward(exchange, name, uri, (), wakes, ticket)
             return
@@ -199,21 +201,15 @@ class Dispatcher:
         ready.addCallbacks(self._woken, self._wake_failed, callbackArgs=(exchange, name, uri),
                            errbackArgs=(exchange,))
 
-    def _select(self, head) -> Selection:
+    def _select(self, head, key) -> Selection:
         """
-        The selector's answer, cached per cookie or Host value when the selector reads only that (the
-        cache is read in L{dispatch}; this is its miss).
+        The selector's answer for a selector that reads only the cookie or Host value C{key}: a miss of
+        the cache of those answers (read in L{dispatch}), computed and kept.
         """
-        reads = self._reads
-        if reads is None:
-            return self._selector(Head(head.method, head.target, _Pairs(head)))
-        key = head.cookie if reads == b"cookie" else head.host
-        cached = self._selections.get(key)
-        if cached is None:
-            if len(self._selections) > 10000:
-                self._selections.clear()
-            cached = self._selections[key] = self._selector(Head(head.method, head.target, _Pairs(head)))
-        return cached
+        if len(self._selections) > 10000:
+            self._selections.clear()
+        selection = self._selections[key] = self._selector(Head(head.method, head.target, _Pairs(head)))
+        return selection
 
     def _after_sync(self, exchange) -> None:
         """Before the runtime's first list nobody is known: hold the request until then (bounded)."""

@@ -20,6 +20,8 @@ __all__ = [
     "HOP_BY_HOP",
     "NOTED",
     "ORIGIN_FORM",
+    "field_block",
+    "field_lines",
     "VIA",
     "is_origin_form",
     "request_head",
@@ -134,10 +136,19 @@ def response_head(head, extra, framing: bytes, close: bool, upgrade: bytes = Non
 
 
 def _without(fields: bytes, nominated) -> bytes:
-    """C{fields} (CRLF-prefixed lines) minus the lines of the names a Connection header nominated."""
+    """C{fields} (a field block) minus the lines of the names a Connection header nominated."""
     drop = nominated - _NOT_NOMINABLE
-    return b"".join(b"\r\n" + line for line in fields.split(b"\r\n")[1:]
-                    if line.split(b":", 1)[0].lower() not in drop)
+    return field_block(line for line in field_lines(fields) if line.split(b":", 1)[0].lower() not in drop)
+
+
+def field_lines(fields: bytes) -> list:
+    """A field block (each line preceded by CRLF, as the parsed heads keep them) as its lines."""
+    return fields.split(b"\r\n")[1:]
+
+
+def field_block(lines) -> bytes:
+    """Field lines as a field block: each preceded by CRLF."""
+    return b"".join(b"\r\n" + line for line in lines)
 
 
 def _via(earlier, via: bytes) -> bytes:

@@ -18,7 +18,7 @@ from typing import Optional
 
 import httptools
 
-from wakeproxy.http.headers import FORWARDING, HOP_BY_HOP, NOTED
+from wakeproxy.http.headers import FORWARDING, HOP_BY_HOP, NOTED, field_block, field_lines
 
 __all__ = [
     "ChunkError",
@@ -101,23 +101,14 @@ class RequestHead:
     _coding = None
     _connection = b""
 
-    lines = property(lambda self: _lines(self.fields), lambda self, lines: setattr(self, "fields", _fields(lines)))
+    lines = property(lambda self: field_lines(self.fields),
+                     lambda self, lines: setattr(self, "fields", field_block(lines)))
 
     @property
     def headers(self) -> list:
-        pairs = _Pairs()
-        try:
-            httptools.HttpRequestParser(pairs).feed_data(self.raw)
-        except httptools.HttpParserUpgrade:
-            pass  # parsed in full, as in parse_request_head
-        return pairs
-
-
-class _Pairs(list):
-    """Every field of a head as a C{(name, value)} pair (httptools' callback)."""
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.append((name, value))
+        _, every_field, _ = scan_fields(self.raw, _NO_ROLES, _KEEP)
+        return [(name, value.lstrip(b" \t")) for name, _, value in
+                (line.partition(b":") for line in field_lines(every_field))]
 
 
 class ResponseHead:
@@ -144,14 +135,6 @@ class ResponseHead:
     lines = RequestHead.lines
 
 
-def _lines(fields: bytes) -> list:
-    return fields.split(b"\r\n")[1:]
-
-
-def _fields(lines) -> bytes:
-    return b"".join(b"\r\n" + line for line in lines)
-
-
 class _Validate:
     """httptools' protocol when only its verdict is wanted: no callbacks (fields are read by L{scan_fields})."""
 
@@ -174,6 +157,7 @@ _REQUEST_ROLES.update({b"cookie": _COOKIE, b"host": _HOST, b"content-length": _L
 _RESPONSE_ROLES = dict.fromkeys(HOP_BY_HOP, _HOP)
 _RESPONSE_ROLES.update({b"content-length": _LENGTH, b"transfer-encoding": _CODING, b"connection": _CONNECTION,
                         b"via": _VIA})
+_NO_ROLES: dict = {}  # every field passed on: what reads all of them
 
 
 def scan_fields_py(raw: bytes, roles: dict, keep_below: int) -> tuple:
@@ -196,7 +180,7 @@ def scan_fields_py(raw: bytes, roles: dict, keep_below: int) -> tuple:
             kept.append(line)
         if role != _KEEP:
             special.append((role, name, value.lstrip(b" \t")))
-    return start_line, _fields(kept), special
+    return start_line, field_block(kept), special
 
 
 try:
