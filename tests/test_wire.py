@@ -413,6 +413,92 @@ class FieldScanTwinsTests(SynchronousTestCase):
                     scan(raw, wire._REQUEST_ROLES, wire._CODING)
 
 
+class PythonResponseHeadTests(ResponseHeadTests):
+    """The same response heads with llhttp reading every one (what runs when the C scanner is not built)."""
+
+    def setUp(self):
+        self.patch(wire, "_plain_response", None)
+
+
+#: what the plain-response path and llhttp's path must agree on
+_RESPONSE_ATTRIBUTES = ("status", "status_line", "reason", "fields", "length", "keep_alive", "chunked", "coding",
+                        "nominated", "vias")
+_STATUS_LINES = st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.1 204", b"HTTP/1.1 204 ", b"HTTP/1.1 304 Not Modified",
+                                 b"HTTP/1.1 404  Two spaces", b"HTTP/1.1 599 \tTab", b"HTTP/1.1 101 Switching",
+                                 b"HTTP/1.1 100 Continue", b"HTTP/1.0 200 OK", b"HTTP/1.1 600 Big", b"HTTP/1.1 099 x",
+                                 b"HTTP/1.1 200 \x80obs", b"HTTP/1.1 200\tOK", b"HTTP/2 200 OK", b"HTTP/1.1 20 OK"])
+_FRAMING = st.sampled_from([b"Content-Length: 5", b"content-length:0", b"Content-Length: 05 ", b"Content-Length: +5",
+                            b"Content-Length: 1 2", b"Content-Length:", b"Content-Length: 99999999999999999999",
+                            b"Transfer-Encoding: chunked", b"Transfer-Encoding: Chunked", b"Transfer-Encoding: gzip",
+                            b"Transfer-Encoding: gzip, chunked", b"Connection: keep-alive", b"Connection: Close",
+                            b"Connection: close ", b"Connection: close, x-a", b"Connection: upgrade",
+                            b"Keep-Alive: timeout=5", b"Via: 1.1 a", b"Upgrade: websocket", b"TE: trailers",
+                            b"X-Obs: \x80\xff", b"X-Ctl: a\x01b", b"X-Bare: a\nb", b"X Space: v", b": empty name",
+                            b" folded", b"X-Tab:\tv\t"])
+
+
+class PlainResponseTests(SynchronousTestCase):
+    """
+    The C reading of a common response head (C{_fieldscan.plain_response}) accepts only heads llhttp accepts,
+    and reads them exactly as llhttp's path does; anything else is left to llhttp.
+    """
+
+    def setUp(self):
+        if wire._plain_response is None:
+            raise SkipTest("the C field scanner is not built here (no compiler at install)")
+
+    def assertSameAsLlhttp(self, raw: bytes) -> bool:
+        """Whether C{raw} took the plain path; if it did, llhttp's path gives the same head."""
+        plain = wire._plain_response(raw, wire._RESPONSE_ROLES)
+        if plain is None:
+            return False
+        try:
+            reference = wire._read_response_head(raw)
+        except WireError as e:
+            self.fail("the plain path accepted a head llhttp refuses ({}): {!r}".format(e.detail, raw))
+        fast = parse_response_head(raw)
+        self.assertEqual({a: getattr(fast, a) for a in _RESPONSE_ATTRIBUTES},
+                         {a: getattr(reference, a) for a in _RESPONSE_ATTRIBUTES}, raw)
+        return True
+
+    def test_common_heads_take_the_plain_path(self):
+        for raw in (head(b"HTTP/1.1 200 OK", b"Server: nginx/1.22.1", b"Date: Sun, 29 Nov 2026 20:23:18 GMT",
+                         b"Content-Type: text/plain", b"Content-Length: 2", b"Connection: keep-alive"),
+                    head(b"HTTP/1.1 200 OK", b"Transfer-Encoding: chunked", b"Content-Type: text/html"),
+                    head(b"HTTP/1.1 404 Not Found", b"Connection: close", b"Content-Length: 0"),
+                    head(b"HTTP/1.1 302 Found", b"Location: /a", b"Keep-Alive: timeout=5"),
+                    b"HTTP/1.1 204\r\n\r\n"):
+            self.assertTrue(self.assertSameAsLlhttp(raw), raw)
+
+    def test_other_heads_are_left_to_llhttp(self):
+        for raw in (head(b"HTTP/1.0 200 OK", b"Content-Length: 1"), head(b"HTTP/1.1 101 Switching Protocols"),
+                    head(b"HTTP/1.1 100 Continue"), head(b"HTTP/1.1 200 OK", b"Via: 1.1 a"),
+                    head(b"HTTP/1.1 200 OK", b"Connection: close, x-a"),
+                    head(b"HTTP/1.1 200 OK", b"Transfer-Encoding: gzip, chunked"),
+                    head(b"HTTP/1.1 200 OK", *[b"X-F%d: v" % i for i in range(MAX_HEADERS + 1)])):
+            self.assertIsNone(wire._plain_response(raw, wire._RESPONSE_ROLES), raw)
+        for _, raw in REFUSED_RESPONSES:
+            self.assertIsNone(wire._plain_response(raw, wire._RESPONSE_ROLES), raw)
+
+    def test_table_heads(self):
+        for _, raw, _ in VALID_RESPONSES:
+            self.assertSameAsLlhttp(raw)
+
+    @settings(max_examples=500, deadline=None)
+    @given(_STATUS_LINES, st.lists(st.one_of(_FRAMING, st.tuples(_NAMES, _VALUES).map(b": ".join)), max_size=10))
+    def test_any_head(self, status_line, fields):
+        self.assertSameAsLlhttp(head(status_line, *fields))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found", b"HTTP/1.1 204"]),
+           st.lists(st.tuples(_NAMES, _VALUES).map(b": ".join), max_size=12),
+           st.sampled_from([(), (b"Content-Length: 12",), (b"Transfer-Encoding: chunked",), (b"Connection: close",),
+                            (b"Connection: keep-alive", b"Content-Length: 0")]))
+    def test_any_plain_looking_head(self, status_line, fields, framing):
+        """Mostly plain heads (random names and values, plain framing): most take the plain path."""
+        self.assertSameAsLlhttp(head(status_line, *fields, *framing))
+
+
 class RequestReaderTests(SynchronousTestCase):
     """L{wire.RequestReader}: one connection's heads, its llhttp parser kept between bodiless requests."""
 

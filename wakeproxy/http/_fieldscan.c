@@ -12,6 +12,16 @@
  * kept: the bytes of every field line whose role is 0 or below keep_below, each line preceded by CRLF,
  *       as received. special: a list of (role, name, value) for every field whose role is not 0, in
  *       order, value without its leading whitespace (trailing whitespace kept, as llhttp gives it).
+ *
+ *   plain_response(raw, roles) -> None or (status, status_line, reason, kept, length, keep_alive, chunked)
+ *
+ * The common response head read whole without llhttp: an HTTP/1.1 final response (200-599) whose every
+ * line is plainly valid (token names, visible ASCII, spaces and tabs in values, CRLF line ends) and whose
+ * framing is plain (at most one Content-Length of digits, or one "Transfer-Encoding: chunked"; at most one
+ * Connection of keep-alive or close; no Via; at most MAX_FIELDS fields). Anything else returns None and
+ * wire.py asks llhttp, so this accepts only heads llhttp accepts and reads them as wire.py reads them
+ * (tests/test_wire.py compares the two on random heads). roles: wire._RESPONSE_ROLES; the role numbers
+ * are RESPONSE_ROLES below (wire.py checks them at import).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -177,9 +187,156 @@ fail:
     return NULL;
 }
 
+/* the response roles plain_response knows (wire._LENGTH, _CODING, _CONNECTION, _VIA, _HOP) */
+enum { ROLE_LENGTH = 3, ROLE_CODING = 6, ROLE_CONNECTION = 7, ROLE_VIA = 10, ROLE_HOP = 11 };
+#define MAX_FIELDS 100
+#define MAX_LENGTH_DIGITS 18
+
+/* RFC 9110 tchar */
+static int
+is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* a field value or reason byte this path accepts: SP, HTAB, visible ASCII (obs-text is left to llhttp) */
+#define PLAIN(c) (((c) >= 0x20 && (c) < 0x7f) || (c) == '\t')
+
+/* v[0:n] without trailing spaces and tabs, compared case-insensitively with a lower-case word */
+static int
+is_word(const char *v, Py_ssize_t n, const char *word)
+{
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if ((size_t)n != strlen(word))
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (Py_TOLOWER(v[i]) != word[i])
+            return 0;
+    return 1;
+}
+
+static PyObject *
+plain_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "plain_response(raw: bytes, roles: dict)");
+        return NULL;
+    }
+    const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    PyObject *roles = args[1];
+    /* "HTTP/1.1 " three digits, 200-599, then CRLF or a space and a reason */
+    if (size < 16 || memcmp(raw, "HTTP/1.1 ", 9) != 0 || raw[9] < '2' || raw[9] > '5' || raw[10] < '0'
+            || raw[10] > '9' || raw[11] < '0' || raw[11] > '9' || (raw[12] != ' ' && raw[12] != '\r')
+            || memcmp(raw + size - 4, "\r\n\r\n", 4) != 0)
+        Py_RETURN_NONE;
+    Py_ssize_t end = size - 2; /* the blank line's CRLF */
+    Py_ssize_t p = 12;
+    while (p < end && raw[p] != '\r') {
+        if (!PLAIN(raw[p]))
+            Py_RETURN_NONE;
+        p++;
+    }
+    if (raw[p + 1] != '\n')
+        Py_RETURN_NONE;
+    Py_ssize_t status_end = p;
+    long status = (raw[9] - '0') * 100 + (raw[10] - '0') * 10 + (raw[11] - '0');
+    long long length = -1;
+    int chunked = 0, keep_alive = 1, connection = 0, fields = 0;
+    /* first pass: validate and read the framing, noting the kept lines; nothing allocated before the end */
+    Py_ssize_t kept_size = 0, kept_lines = 0;
+    Py_ssize_t kept_at[MAX_FIELDS][2];
+    while (p < end) { /* raw[p:p+2] is the CRLF ending the previous line */
+        Py_ssize_t line = p + 2, q = line;
+        if (line >= end)
+            break;
+        while (is_tchar(raw[q]))
+            q++;
+        if (q == line || raw[q] != ':' || ++fields > MAX_FIELDS)
+            Py_RETURN_NONE;
+        Py_ssize_t colon = q++;
+        while (q < end && raw[q] != '\r') {
+            if (!PLAIN(raw[q]))
+                Py_RETURN_NONE;
+            q++;
+        }
+        if (raw[q + 1] != '\n')
+            Py_RETURN_NONE;
+        long role = role_of(roles, (const char *)raw + line, colon - line);
+        if (role == -1 && PyErr_Occurred())
+            return NULL;
+        Py_ssize_t v = colon + 1;
+        while (v < q && (raw[v] == ' ' || raw[v] == '\t'))
+            v++;
+        switch (role) {
+        case 0:
+            kept_at[kept_lines][0] = p;
+            kept_at[kept_lines++][1] = q - p;
+            kept_size += q - p;
+            break;
+        case ROLE_LENGTH: {
+            Py_ssize_t n = q;
+            while (n > v && (raw[n - 1] == ' ' || raw[n - 1] == '\t'))
+                n--;
+            if (length >= 0 || n == v || n - v > MAX_LENGTH_DIGITS)
+                Py_RETURN_NONE;
+            length = 0;
+            for (Py_ssize_t i = v; i < n; i++) {
+                if (raw[i] < '0' || raw[i] > '9')
+                    Py_RETURN_NONE;
+                length = length * 10 + (raw[i] - '0');
+            }
+            break;
+        }
+        case ROLE_CODING: /* "chunked" as wire.py's default coding spells it, alone */
+            if (chunked || q - v != 7 || memcmp(raw + v, "chunked", 7) != 0)
+                Py_RETURN_NONE;
+            chunked = 1;
+            break;
+        case ROLE_CONNECTION:
+            if (connection++)
+                Py_RETURN_NONE;
+            if (is_word((const char *)raw + v, q - v, "close"))
+                keep_alive = 0;
+            else if (!is_word((const char *)raw + v, q - v, "keep-alive"))
+                Py_RETURN_NONE;
+            break;
+        case ROLE_HOP:
+            break;
+        default: /* Via, or a role this path does not know */
+            Py_RETURN_NONE;
+        }
+        p = q;
+    }
+    if (chunked && length >= 0)
+        Py_RETURN_NONE;
+    /* the kept lines, as received, each with the CRLF before it */
+    PyObject *kept = PyBytes_FromStringAndSize(NULL, kept_size);
+    if (kept == NULL)
+        return NULL;
+    char *out = PyBytes_AS_STRING(kept);
+    for (Py_ssize_t i = 0; i < kept_lines; i++) {
+        memcpy(out, raw + kept_at[i][0], (size_t)kept_at[i][1]);
+        out += kept_at[i][1];
+    }
+    Py_ssize_t reason = status_end > 13 ? 13 : status_end;
+    while (reason < status_end && raw[reason] == ' ')
+        reason++;
+    PyObject *length_object = length >= 0 ? PyLong_FromLongLong(length) : Py_NewRef(Py_None);
+    return Py_BuildValue("(lNNNNOO)", status,
+                         PyBytes_FromStringAndSize((const char *)raw, status_end),
+                         PyBytes_FromStringAndSize((const char *)raw + reason, status_end - reason),
+                         kept, length_object, keep_alive ? Py_True : Py_False, chunked ? Py_True : Py_False);
+}
+
 static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
      "scan(raw, roles, keep_below) -> (start_line, kept, special): a validated head's lines by role."},
+    {"plain_response", (PyCFunction)(void (*)(void))plain_response, METH_FASTCALL,
+     "plain_response(raw, roles) -> None or (status, status_line, reason, kept, length, keep_alive, chunked)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -191,5 +348,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__fieldscan(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    PyObject *numbers = Py_BuildValue("(iiiii)", ROLE_LENGTH, ROLE_CODING, ROLE_CONNECTION, ROLE_VIA, ROLE_HOP);
+    if (numbers == NULL || PyModule_AddObject(m, "RESPONSE_ROLES", numbers) < 0) {
+        Py_XDECREF(numbers);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -184,9 +184,14 @@ def scan_fields_py(raw: bytes, roles: dict, keep_below: int) -> tuple:
 
 
 try:
-    from wakeproxy.http._fieldscan import scan as scan_fields
-except ImportError:  # not built (no C compiler at install): the same in Python
-    scan_fields = scan_fields_py
+    from wakeproxy.http import _fieldscan
+except ImportError:  # not built (no C compiler at install): the same in Python, and llhttp for every response
+    _fieldscan = None
+scan_fields = scan_fields_py if _fieldscan is None else _fieldscan.scan
+#: the common response head read in one C call without llhttp (None for any other head), when built
+_plain_response = None
+if getattr(_fieldscan, "RESPONSE_ROLES", None) == (_LENGTH, _CODING, _CONNECTION, _VIA, _HOP):
+    _plain_response = _fieldscan.plain_response
 
 
 class RequestReader:
@@ -312,7 +317,22 @@ def head_problem(partial: bytes) -> Optional[WireError]:
 
 
 def parse_response_head(raw: bytes) -> ResponseHead:
-    """C{raw}: the bytes of one response head, up to and including its blank line."""
+    """
+    C{raw}: the bytes of one response head, up to and including its blank line. The common head (an
+    HTTP/1.1 final response, plainly valid lines, plain framing: see C{_fieldscan.c}) is read in one C call;
+    any other is validated by llhttp and read by L{_read_response_head}, which gives the same result.
+    """
+    if _plain_response is not None:
+        plain = _plain_response(raw, _RESPONSE_ROLES)
+        if plain is not None:
+            head = ResponseHead()
+            head.status, head.status_line, head.reason, head.fields, head.length, head.keep_alive, head.chunked = \
+                plain
+            return head
+    return _read_response_head(raw)
+
+
+def _read_response_head(raw: bytes) -> ResponseHead:
     parser = httptools.HttpResponseParser(_VALIDATE)
     _validate(parser, raw, _RESPONSE_ERRORS)
     head = ResponseHead()
