@@ -362,17 +362,26 @@ class ChunkScannerTests(SynchronousTestCase):
 
 
 class PythonScanRequestHeadTests(RequestHeadTests):
-    """The same request heads through the pure-Python field scanner (what runs when the C twin is not built)."""
+    """The same request heads through llhttp and the pure-Python field scanner (what runs when C is not built)."""
 
     def setUp(self):
         self.patch(wire, "scan_fields", wire.scan_fields_py)
+        self.patch(wire, "_plain_request", None)
+
+
+class LlhttpRequestHeadTests(RequestHeadTests):
+    """The same request heads, every one validated by llhttp (the C scanner sorting their fields)."""
+
+    def setUp(self):
+        self.patch(wire, "_plain_request", None)
 
 
 class PythonScanResponseHeadTests(ResponseHeadTests):
-    """The same response heads through the pure-Python field scanner."""
+    """The same response heads through llhttp and the pure-Python field scanner."""
 
     def setUp(self):
         self.patch(wire, "scan_fields", wire.scan_fields_py)
+        self.patch(wire, "_plain_response", None)
 
 
 #: field names and values as llhttp accepts them (tokens; visible characters, spaces and tabs inside)
@@ -499,8 +508,110 @@ class PlainResponseTests(SynchronousTestCase):
         self.assertSameAsLlhttp(head(status_line, *fields, *framing))
 
 
+#: what the plain-request path and llhttp's path must agree on
+_REQUEST_ATTRIBUTES = ("method", "target", "version", "length", "keep_alive", "upgrade", "expect", "host_count", "cookie",
+                       "host", "nominated", "forwarding", "vias", "noted", "fields", "raw")
+_REQUEST_LINE_LIST = [GET, POST, b"HEAD /a%20b HTTP/1.1", b"PATCH /x?y=1&z=%2F HTTP/1.1",
+                                  b"DELETE /a@b:c;d=(e)*+,!$' HTTP/1.1", b"OPTIONS * HTTP/1.1", b"PUT /~u/._- HTTP/1.1",
+                                  b"GET http://a.test/ HTTP/1.1", b"GET /a#f HTTP/1.1", b"GET /a|b{c} HTTP/1.1",
+                                  b"FOO / HTTP/1.1", b"GET / HTTP/1.0", b"GET  / HTTP/1.1", b"get / HTTP/1.1",
+                                  b"GET /\x80 HTTP/1.1", b"GET / HTTP/1.1 ", b"CONNECT a.test:443 HTTP/1.1",
+                                  b"TRACE / HTTP/1.1", b"GET / HTTP/2"]
+_REQUEST_LINES = st.sampled_from(_REQUEST_LINE_LIST)
+_REQUEST_FIELDS = st.sampled_from([HOST, HOST, b"host:b.test ", b"Content-Length: 5", b"content-length:0",
+                                   b"Content-Length: 05", b"Content-Length: -1", b"Content-Length: 1 2",
+                                   b"Content-Length: 99999999999999999999", b"Transfer-Encoding: chunked",
+                                   b"Expect: 100-continue", b"Connection: keep-alive", b"Connection: CLOSE",
+                                   b"Connection: upgrade", b"Connection: close, x-a", b"Upgrade: websocket",
+                                   b"X-Forwarded-For: 192.0.2.1", b"Forwarded: for=192.0.2.1", b"Via: 1.1 a",
+                                   b"Cookie: a=1", b"cookie: b=2", b"User-Agent: curl/8", b"user-agent: second",
+                                   b"Accept: text/html", b"Referer: /a", b"TE: trailers", b"Keep-Alive: 5",
+                                   b"Proxy-Authorization: x", b"X-Obs: \x80", b"X-Ctl: a\x01b", b"X Space: v",
+                                   b": empty", b" folded", b"X-Tab:\tv\t"])
+
+
+class PlainRequestTests(SynchronousTestCase):
+    """
+    The C reading of a common request head (C{_fieldscan.plain_request}) accepts only heads llhttp and
+    wire.py's checks accept, and reads them exactly as llhttp's path does; anything else is left to llhttp.
+    """
+
+    def setUp(self):
+        if wire._plain_request is None:
+            raise SkipTest("the C field scanner is not built here (no compiler at install)")
+
+    def assertSameAsLlhttp(self, raw: bytes) -> bool:
+        """Whether C{raw} took the plain path; if it did, llhttp's path gives the same head."""
+        fast = wire._plain_request_head(raw)
+        if fast is None:
+            return False
+        try:
+            reference = wire._read_request_head(raw)
+        except WireError as e:
+            self.fail("the plain path accepted a head llhttp's path refuses ({}): {!r}".format(e.detail, raw))
+        self.assertEqual({a: getattr(fast, a) for a in _REQUEST_ATTRIBUTES},
+                         {a: getattr(reference, a) for a in _REQUEST_ATTRIBUTES}, raw)
+        self.assertEqual(fast.headers, reference.headers)
+        return True
+
+    def test_common_heads_take_the_plain_path(self):
+        for raw in (head(GET, b"Host: 127.0.0.1:20001", b"Cookie: instance=app"),
+                    head(b"GET /a?b=1 HTTP/1.1", HOST, b"User-Agent: Mozilla/5.0 (X11; Linux x86_64)",
+                         b"Accept: text/html,*/*;q=0.8", b"Accept-Encoding: gzip, deflate", b"Connection: keep-alive",
+                         b"Cookie: instance=app; b=2", b"Referer: http://example.test/"),
+                    head(POST, HOST, b"Content-Length: 12", b"Content-Type: application/json"),
+                    head(b"DELETE /api/x HTTP/1.1", HOST, b"Connection: close")):
+            self.assertTrue(self.assertSameAsLlhttp(raw), raw)
+
+    def test_other_heads_are_left_to_llhttp(self):
+        for raw in (head(b"GET / HTTP/1.0", HOST), head(GET), head(GET, HOST, HOST),
+                    head(POST, HOST, b"Transfer-Encoding: chunked"), head(POST, HOST, b"Expect: 100-continue"),
+                    head(GET, HOST, b"Connection: upgrade", b"Upgrade: websocket"),
+                    head(GET, HOST, b"X-Forwarded-For: 192.0.2.1"), head(GET, HOST, b"Via: 1.1 a"),
+                    head(b"GET http://a.test/ HTTP/1.1", HOST), head(b"TRACE / HTTP/1.1", HOST),
+                    head(GET, HOST, *[b"X-F%d: v" % i for i in range(MAX_HEADERS)])):
+            self.assertIsNone(wire._plain_request(raw, wire._REQUEST_ROLES), raw)
+
+    def test_table_heads(self):
+        for _, raw, _ in VALID_REQUESTS:
+            self.assertSameAsLlhttp(raw)
+
+    def test_request_lines(self):
+        plain = [line for line in _REQUEST_LINE_LIST if self.assertSameAsLlhttp(head(line, HOST))]
+        self.assertEqual(len(plain), 6, plain)  # each method this path knows but OPTIONS (its "*" is not origin-form)
+
+    @settings(max_examples=500, deadline=None)
+    @given(_REQUEST_LINES, st.lists(st.one_of(_REQUEST_FIELDS, st.tuples(_NAMES, _VALUES).map(b": ".join)),
+                                    max_size=10))
+    def test_any_head(self, request_line, fields):
+        self.assertSameAsLlhttp(head(request_line, *fields))
+        self.assertSameAsLlhttp(head(request_line, HOST, *fields))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.sampled_from([GET, POST, b"HEAD /a?b HTTP/1.1"]), st.lists(st.tuples(_NAMES, _VALUES).map(b": ".join),
+                                                                         max_size=12))
+    def test_any_plain_looking_head(self, request_line, fields):
+        """Random names and values with one Host: most take the plain path."""
+        self.assertSameAsLlhttp(head(request_line, HOST, *fields))
+
+    def test_reader_mixes_both_paths(self):
+        """A kept llhttp parser stays in step when plain heads come between the heads it reads."""
+        reader = wire.RequestReader()
+        via = head(GET, HOST, b"Via: 1.1 a")
+        plain = head(b"GET /p HTTP/1.1", HOST)
+        for raw in (via, plain, plain, via, plain, via):
+            self.assertEqual(reader.read(raw).fields, wire._read_request_head(raw).fields)
+        self.assertIsNotNone(reader._parser)
+
+
 class RequestReaderTests(SynchronousTestCase):
-    """L{wire.RequestReader}: one connection's heads, its llhttp parser kept between bodiless requests."""
+    """
+    L{wire.RequestReader}: one connection's heads, its llhttp parser kept between bodiless requests (the
+    heads that llhttp reads: the plain path is switched off, as without the C scanner).
+    """
+
+    def setUp(self):
+        self.patch(wire, "_plain_request", None)
 
     def test_parser_kept_between_bodiless_requests(self):
         reader = wire.RequestReader()

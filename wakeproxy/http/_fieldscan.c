@@ -187,56 +187,157 @@ fail:
     return NULL;
 }
 
-/* the response roles plain_response knows (wire._LENGTH, _CODING, _CONNECTION, _VIA, _HOP) */
-enum { ROLE_LENGTH = 3, ROLE_CODING = 6, ROLE_CONNECTION = 7, ROLE_VIA = 10, ROLE_HOP = 11 };
+/* the roles of wire.py's tables (wire checks ROLES below at import) */
+enum {
+    ROLE_COOKIE = 1, ROLE_HOST, ROLE_LENGTH, ROLE_EXPECT, ROLE_NOTE, ROLE_CODING, ROLE_CONNECTION, ROLE_UPGRADE,
+    ROLE_FORWARDING, ROLE_VIA, ROLE_HOP
+};
 #define MAX_FIELDS 100
 #define MAX_LENGTH_DIGITS 18
 
-/* RFC 9110 tchar */
-static int
-is_tchar(unsigned char c)
+/* byte classes, filled at import: a field-name byte (RFC 9110 tchar), a field-value or reason byte this path
+ * accepts (SP, HTAB, visible ASCII; obs-text is left to llhttp), a request-target byte (RFC 3986 path and
+ * query characters; anything else is left to llhttp) */
+enum { TCHAR = 1, PLAIN = 2, TARGET = 4 };
+static unsigned char kind[256];
+
+static void
+fill_kinds(void)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    for (int c = 0x21; c < 0x7f; c++) {
+        kind[c] |= PLAIN;
+        if (((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9')) {
+            kind[c] |= TCHAR | TARGET;
+        }
+    }
+    kind[' '] |= PLAIN;
+    kind['\t'] |= PLAIN;
+    for (const char *t = "!#$%&'*+-.^_`|~"; *t; t++)
+        kind[(unsigned char)*t] |= TCHAR;
+    for (const char *t = "-._~%!$&'()*+,;=:@/?"; *t; t++)
+        kind[(unsigned char)*t] |= TARGET;
 }
 
-/* a field value or reason byte this path accepts: SP, HTAB, visible ASCII (obs-text is left to llhttp) */
-#define PLAIN(c) (((c) >= 0x20 && (c) < 0x7f) || (c) == '\t')
+/* One field line, found by plain_line: raw[start:start+2] is the CRLF before it, its name is
+ * raw[start+2:colon], its value raw[value:end] (leading whitespace skipped), and raw[end] the CR ending it. */
+typedef struct {
+    Py_ssize_t start, colon, value, end;
+} field_line;
 
-/* v[0:n] without trailing spaces and tabs, compared case-insensitively with a lower-case word */
+/* The line after the CRLF at p, when plainly valid: a token name, a colon, plain bytes, CRLF. */
 static int
-is_word(const char *v, Py_ssize_t n, const char *word)
+plain_line(const unsigned char *raw, Py_ssize_t p, Py_ssize_t stop, field_line *f)
 {
-    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
-        n--;
-    if ((size_t)n != strlen(word))
+    Py_ssize_t q = p + 2;
+    while (kind[raw[q]] & TCHAR)
+        q++;
+    if (q == p + 2 || raw[q] != ':')
         return 0;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (Py_TOLOWER(v[i]) != word[i])
+    f->start = p;
+    f->colon = q++;
+    while (q < stop && raw[q] != '\r') {
+        if (!(kind[raw[q]] & PLAIN))
             return 0;
+        q++;
+    }
+    if (raw[q + 1] != '\n')
+        return 0;
+    f->end = q;
+    q = f->colon + 1;
+    while (q < f->end && (raw[q] == ' ' || raw[q] == '\t'))
+        q++;
+    f->value = q;
     return 1;
+}
+
+/* A Content-Length value: digits (trailing whitespace allowed), at most MAX_LENGTH_DIGITS; -1 if not */
+static long long
+plain_length(const unsigned char *raw, const field_line *f)
+{
+    Py_ssize_t n = f->end;
+    while (n > f->value && (raw[n - 1] == ' ' || raw[n - 1] == '\t'))
+        n--;
+    if (n == f->value || n - f->value > MAX_LENGTH_DIGITS)
+        return -1;
+    long long length = 0;
+    for (Py_ssize_t i = f->value; i < n; i++) {
+        if (raw[i] < '0' || raw[i] > '9')
+            return -1;
+        length = length * 10 + (raw[i] - '0');
+    }
+    return length;
+}
+
+/* A Connection value: 1 for close, 0 for keep-alive (either alone, any case), -1 for anything else */
+static int
+plain_close(const unsigned char *raw, const field_line *f)
+{
+    Py_ssize_t n = f->end;
+    while (n > f->value && (raw[n - 1] == ' ' || raw[n - 1] == '\t'))
+        n--;
+    const unsigned char *v = raw + f->value;
+    Py_ssize_t size = n - f->value;
+    if (size == 5 && PyOS_strnicmp((const char *)v, "close", 5) == 0)
+        return 1;
+    if (size == 10 && PyOS_strnicmp((const char *)v, "keep-alive", 10) == 0)
+        return 0;
+    return -1;
+}
+
+/* The kept lines, as received, each with the CRLF before it, in one bytes object */
+static PyObject *
+join_lines(const unsigned char *raw, const field_line *lines, Py_ssize_t count)
+{
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < count; i++)
+        size += lines[i].end - lines[i].start;
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, size);
+    if (joined == NULL)
+        return NULL;
+    char *out = PyBytes_AS_STRING(joined);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        memcpy(out, raw + lines[i].start, (size_t)(lines[i].end - lines[i].start));
+        out += lines[i].end - lines[i].start;
+    }
+    return joined;
+}
+
+static PyObject *
+value_of(const unsigned char *raw, const field_line *f)
+{
+    return PyBytes_FromStringAndSize((const char *)raw + f->value, f->end - f->value);
+}
+
+/* raw's size if it is a whole head (ends in an empty line) of at least `least` bytes, else 0 */
+static Py_ssize_t
+whole(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t least, const char *usage)
+{
+    if (nargs != 2 || !PyBytes_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    if (size < least || memcmp(PyBytes_AS_STRING(args[0]) + size - 4, "\r\n\r\n", 4) != 0)
+        return 0;
+    return size;
 }
 
 static PyObject *
 plain_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyBytes_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "plain_response(raw: bytes, roles: dict)");
-        return NULL;
-    }
+    Py_ssize_t size = whole(args, nargs, 16, "plain_response(raw: bytes, roles: dict)");
+    if (size <= 0)
+        return size < 0 ? NULL : Py_NewRef(Py_None);
     const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
     PyObject *roles = args[1];
     /* "HTTP/1.1 " three digits, 200-599, then CRLF or a space and a reason */
-    if (size < 16 || memcmp(raw, "HTTP/1.1 ", 9) != 0 || raw[9] < '2' || raw[9] > '5' || raw[10] < '0'
-            || raw[10] > '9' || raw[11] < '0' || raw[11] > '9' || (raw[12] != ' ' && raw[12] != '\r')
-            || memcmp(raw + size - 4, "\r\n\r\n", 4) != 0)
+    if (memcmp(raw, "HTTP/1.1 ", 9) != 0 || raw[9] < '2' || raw[9] > '5' || raw[10] < '0' || raw[10] > '9'
+            || raw[11] < '0' || raw[11] > '9' || (raw[12] != ' ' && raw[12] != '\r'))
         Py_RETURN_NONE;
     Py_ssize_t end = size - 2; /* the blank line's CRLF */
     Py_ssize_t p = 12;
     while (p < end && raw[p] != '\r') {
-        if (!PLAIN(raw[p]))
+        if (!(kind[raw[p]] & PLAIN))
             Py_RETURN_NONE;
         p++;
     }
@@ -245,91 +346,165 @@ plain_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t status_end = p;
     long status = (raw[9] - '0') * 100 + (raw[10] - '0') * 10 + (raw[11] - '0');
     long long length = -1;
-    int chunked = 0, keep_alive = 1, connection = 0, fields = 0;
-    /* first pass: validate and read the framing, noting the kept lines; nothing allocated before the end */
-    Py_ssize_t kept_size = 0, kept_lines = 0;
-    Py_ssize_t kept_at[MAX_FIELDS][2];
-    while (p < end) { /* raw[p:p+2] is the CRLF ending the previous line */
-        Py_ssize_t line = p + 2, q = line;
-        if (line >= end)
-            break;
-        while (is_tchar(raw[q]))
-            q++;
-        if (q == line || raw[q] != ':' || ++fields > MAX_FIELDS)
+    int chunked = 0, keep_alive = 1, connection = 0;
+    field_line kept[MAX_FIELDS], f;
+    Py_ssize_t count = 0, fields = 0;
+    for (; p + 2 < end; p = f.end) { /* raw[p:p+2] is the CRLF ending the previous line */
+        if (++fields > MAX_FIELDS || !plain_line(raw, p, end, &f))
             Py_RETURN_NONE;
-        Py_ssize_t colon = q++;
-        while (q < end && raw[q] != '\r') {
-            if (!PLAIN(raw[q]))
-                Py_RETURN_NONE;
-            q++;
-        }
-        if (raw[q + 1] != '\n')
-            Py_RETURN_NONE;
-        long role = role_of(roles, (const char *)raw + line, colon - line);
+        long role = role_of(roles, (const char *)raw + p + 2, f.colon - (p + 2));
         if (role == -1 && PyErr_Occurred())
             return NULL;
-        Py_ssize_t v = colon + 1;
-        while (v < q && (raw[v] == ' ' || raw[v] == '\t'))
-            v++;
         switch (role) {
         case 0:
-            kept_at[kept_lines][0] = p;
-            kept_at[kept_lines++][1] = q - p;
-            kept_size += q - p;
+            kept[count++] = f;
             break;
-        case ROLE_LENGTH: {
-            Py_ssize_t n = q;
-            while (n > v && (raw[n - 1] == ' ' || raw[n - 1] == '\t'))
-                n--;
-            if (length >= 0 || n == v || n - v > MAX_LENGTH_DIGITS)
+        case ROLE_LENGTH:
+            if (length >= 0 || (length = plain_length(raw, &f)) < 0)
                 Py_RETURN_NONE;
-            length = 0;
-            for (Py_ssize_t i = v; i < n; i++) {
-                if (raw[i] < '0' || raw[i] > '9')
-                    Py_RETURN_NONE;
-                length = length * 10 + (raw[i] - '0');
-            }
             break;
-        }
         case ROLE_CODING: /* "chunked" as wire.py's default coding spells it, alone */
-            if (chunked || q - v != 7 || memcmp(raw + v, "chunked", 7) != 0)
+            if (chunked || f.end - f.value != 7 || memcmp(raw + f.value, "chunked", 7) != 0)
                 Py_RETURN_NONE;
             chunked = 1;
             break;
         case ROLE_CONNECTION:
-            if (connection++)
+            if (connection++ || (keep_alive = plain_close(raw, &f)) < 0)
                 Py_RETURN_NONE;
-            if (is_word((const char *)raw + v, q - v, "close"))
-                keep_alive = 0;
-            else if (!is_word((const char *)raw + v, q - v, "keep-alive"))
-                Py_RETURN_NONE;
+            keep_alive = !keep_alive;
             break;
         case ROLE_HOP:
             break;
         default: /* Via, or a role this path does not know */
             Py_RETURN_NONE;
         }
-        p = q;
     }
     if (chunked && length >= 0)
         Py_RETURN_NONE;
-    /* the kept lines, as received, each with the CRLF before it */
-    PyObject *kept = PyBytes_FromStringAndSize(NULL, kept_size);
-    if (kept == NULL)
-        return NULL;
-    char *out = PyBytes_AS_STRING(kept);
-    for (Py_ssize_t i = 0; i < kept_lines; i++) {
-        memcpy(out, raw + kept_at[i][0], (size_t)kept_at[i][1]);
-        out += kept_at[i][1];
-    }
     Py_ssize_t reason = status_end > 13 ? 13 : status_end;
     while (reason < status_end && raw[reason] == ' ')
         reason++;
-    PyObject *length_object = length >= 0 ? PyLong_FromLongLong(length) : Py_NewRef(Py_None);
-    return Py_BuildValue("(lNNNNOO)", status,
-                         PyBytes_FromStringAndSize((const char *)raw, status_end),
+    return Py_BuildValue("(lNNNNOO)", status, PyBytes_FromStringAndSize((const char *)raw, status_end),
                          PyBytes_FromStringAndSize((const char *)raw + reason, status_end - reason),
-                         kept, length_object, keep_alive ? Py_True : Py_False, chunked ? Py_True : Py_False);
+                         join_lines(raw, kept, count),
+                         length >= 0 ? PyLong_FromLongLong(length) : Py_NewRef(Py_None),
+                         keep_alive ? Py_True : Py_False, chunked ? Py_True : Py_False);
+}
+
+/* the methods plain_request reads (any other is left to llhttp, which knows its own list), made once */
+static const char *const METHOD_NAMES[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
+#define METHODS ((Py_ssize_t)(sizeof(METHOD_NAMES) / sizeof(METHOD_NAMES[0])))
+static PyObject *methods_made[METHODS];
+
+static PyObject *
+plain_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t size = whole(args, nargs, 18, "plain_request(raw: bytes, roles: dict)");
+    if (size <= 0)
+        return size < 0 ? NULL : Py_NewRef(Py_None);
+    const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    PyObject *roles = args[1];
+    /* a method this path knows, one space, an origin-form target, " HTTP/1.1" CRLF */
+    PyObject *method = NULL;
+    Py_ssize_t p = 0;
+    for (Py_ssize_t m = 0; m < METHODS; m++) {
+        size_t n = strlen(METHOD_NAMES[m]);
+        if (memcmp(raw, METHOD_NAMES[m], n) == 0 && raw[n] == ' ') {
+            method = methods_made[m];
+            p = (Py_ssize_t)n + 1;
+            break;
+        }
+    }
+    Py_ssize_t end = size - 2; /* the blank line's CRLF */
+    if (method == NULL || raw[p] != '/')
+        Py_RETURN_NONE;
+    Py_ssize_t target = p;
+    while (kind[raw[p]] & TARGET)
+        p++;
+    Py_ssize_t target_end = p;
+    if (p + 11 > end + 2 || memcmp(raw + p, " HTTP/1.1\r\n", 11) != 0)
+        Py_RETURN_NONE;
+    p += 9;
+    long long length = 0;
+    int keep_alive = 1, connection = 0, lengths = 0;
+    field_line kept[MAX_FIELDS], cookies[MAX_FIELDS], noted[MAX_FIELDS], host, f;
+    Py_ssize_t count = 0, cookie_count = 0, noted_count = 0, fields = 0, hosts = 0;
+    for (; p + 2 < end; p = f.end) {
+        if (++fields > MAX_FIELDS || !plain_line(raw, p, end, &f))
+            Py_RETURN_NONE;
+        long role = role_of(roles, (const char *)raw + p + 2, f.colon - (p + 2));
+        if (role == -1 && PyErr_Occurred())
+            return NULL;
+        switch (role) {
+        case 0:
+            break;
+        case ROLE_COOKIE:
+            cookies[cookie_count++] = f;
+            break;
+        case ROLE_HOST:
+            if (hosts++)
+                Py_RETURN_NONE;
+            host = f;
+            break;
+        case ROLE_LENGTH:
+            if (lengths++ || (length = plain_length(raw, &f)) < 0)
+                Py_RETURN_NONE;
+            break;
+        case ROLE_NOTE:
+            noted[noted_count++] = f;
+            break;
+        case ROLE_CONNECTION:
+            if (connection++ || (keep_alive = plain_close(raw, &f)) < 0)
+                Py_RETURN_NONE;
+            keep_alive = !keep_alive;
+            continue; /* not passed on */
+        case ROLE_HOP:
+            continue;
+        default: /* Expect, Transfer-Encoding, Upgrade, forwarding headers, Via: left to llhttp and wire.py */
+            Py_RETURN_NONE;
+        }
+        kept[count++] = f;
+    }
+    if (hosts != 1)
+        Py_RETURN_NONE;
+    PyObject *cookie = PyTuple_New(cookie_count), *notes = NULL;
+    if (cookie == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < cookie_count; i++) {
+        PyObject *value = value_of(raw, &cookies[i]);
+        if (value == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(cookie, i, value);
+    }
+    if (noted_count) { /* the first value of each, by lower-cased name */
+        notes = PyDict_New();
+        if (notes == NULL)
+            goto fail;
+        for (Py_ssize_t i = 0; i < noted_count; i++) {
+            Py_ssize_t n = noted[i].colon - (noted[i].start + 2);
+            PyObject *name = PyBytes_FromStringAndSize(NULL, n);
+            if (name == NULL)
+                goto fail;
+            char *lower = PyBytes_AS_STRING(name);
+            for (Py_ssize_t k = 0; k < n; k++)
+                lower[k] = Py_TOLOWER(raw[noted[i].start + 2 + k]);
+            PyObject *value = value_of(raw, &noted[i]);
+            PyObject *had = value ? PyDict_SetDefault(notes, name, value) : NULL;
+            Py_DECREF(name);
+            Py_XDECREF(value);
+            if (had == NULL)
+                goto fail;
+        }
+    }
+    return Py_BuildValue("(ONNNNNNO)", method,
+                         PyBytes_FromStringAndSize((const char *)raw + target, target_end - target),
+                         join_lines(raw, kept, count), value_of(raw, &host), cookie,
+                         notes ? notes : Py_NewRef(Py_None), PyLong_FromLongLong(length),
+                         keep_alive ? Py_True : Py_False);
+fail:
+    Py_DECREF(cookie);
+    Py_XDECREF(notes);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
@@ -337,6 +512,8 @@ static PyMethodDef methods[] = {
      "scan(raw, roles, keep_below) -> (start_line, kept, special): a validated head's lines by role."},
     {"plain_response", (PyCFunction)(void (*)(void))plain_response, METH_FASTCALL,
      "plain_response(raw, roles) -> None or (status, status_line, reason, kept, length, keep_alive, chunked)."},
+    {"plain_request", (PyCFunction)(void (*)(void))plain_request, METH_FASTCALL,
+     "plain_request(raw, roles) -> None or (method, target, kept, host, cookie, noted, length, keep_alive)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -348,11 +525,17 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__fieldscan(void)
 {
+    fill_kinds();
+    for (Py_ssize_t m = 0; m < METHODS; m++) {
+        if (methods_made[m] == NULL && (methods_made[m] = PyBytes_FromString(METHOD_NAMES[m])) == NULL)
+            return NULL;
+    }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    PyObject *numbers = Py_BuildValue("(iiiii)", ROLE_LENGTH, ROLE_CODING, ROLE_CONNECTION, ROLE_VIA, ROLE_HOP);
-    if (numbers == NULL || PyModule_AddObject(m, "RESPONSE_ROLES", numbers) < 0) {
+    PyObject *numbers = Py_BuildValue("(iiiiiiiiiii)", ROLE_COOKIE, ROLE_HOST, ROLE_LENGTH, ROLE_EXPECT, ROLE_NOTE,
+                                      ROLE_CODING, ROLE_CONNECTION, ROLE_UPGRADE, ROLE_FORWARDING, ROLE_VIA, ROLE_HOP);
+    if (numbers == NULL || PyModule_AddObject(m, "ROLES", numbers) < 0) {
         Py_XDECREF(numbers);
         Py_DECREF(m);
         return NULL;

@@ -2,9 +2,11 @@
 """
 HTTP/1.1 message framing (RFC 9112) for the relay, as plain functions and small state machines.
 
-Heads are found by their blank line and parsed by C{httptools} (llhttp, the parser uvicorn uses); bodies
-are framed here, so the bytes the relay forwards are exactly the bytes it received (chunk framing and
-trailers included) and every message boundary is known to the byte:
+Heads are found by their blank line. The common head (plainly valid, plain framing) is read in one call
+of the C scanner (C{_fieldscan.c}), which leaves every other head to C{httptools} (llhttp, the parser uvicorn
+uses) and the Python here; both paths give the same result (tests/test_wire.py compares them on random
+heads). Bodies are framed here, so the bytes the relay forwards are exactly the bytes it received (chunk
+framing and trailers included) and every message boundary is known to the byte:
 
   - L{parse_request_head} / L{parse_response_head}: one complete head -> L{RequestHead} /
     L{ResponseHead}, or L{WireError} with the status to answer (400, 431) and a sentence.
@@ -188,10 +190,10 @@ try:
 except ImportError:  # not built (no C compiler at install): the same in Python, and llhttp for every response
     _fieldscan = None
 scan_fields = scan_fields_py if _fieldscan is None else _fieldscan.scan
-#: the common response head read in one C call without llhttp (None for any other head), when built
-_plain_response = None
-if getattr(_fieldscan, "RESPONSE_ROLES", None) == (_LENGTH, _CODING, _CONNECTION, _VIA, _HOP):
-    _plain_response = _fieldscan.plain_response
+#: the common request and response heads read in one C call without llhttp (None for any other head), when built
+_plain_request = _plain_response = None
+if getattr(_fieldscan, "ROLES", None) == tuple(range(_COOKIE, _HOP + 1)):
+    _plain_request, _plain_response = _fieldscan.plain_request, _fieldscan.plain_response
 
 
 class RequestReader:
@@ -207,20 +209,49 @@ class RequestReader:
         self._parser = None
 
     def read(self, raw: bytes) -> RequestHead:
+        if _plain_request is not None:
+            head = _plain_request_head(raw)
+            if head is not None:
+                return head  # llhttp's parser, if kept, is still waiting for a message
         parser, self._parser = self._parser, None
         if parser is None:
             parser = httptools.HttpRequestParser(_VALIDATE)
-        head = parse_request_head(raw, parser)
+        head = _read_request_head(raw, parser)
         if head.length == 0 and head.keep_alive and head.upgrade is None and parser.should_keep_alive():
             self._parser = parser
         return head
+
+
+def _plain_request_head(raw: bytes) -> Optional[RequestHead]:
+    """The common request head read in one C call (see C{_fieldscan.c}), or None for any other."""
+    plain = _plain_request(raw, _REQUEST_ROLES)
+    if plain is None:
+        return None
+    head = RequestHead()
+    head.raw = raw
+    head.host_count = 1
+    head.method, head.target, head.fields, head.host, head.cookie, noted, head.length, head.keep_alive = plain
+    if noted is not None:
+        head.noted = noted
+    return head
 
 
 def parse_request_head(raw: bytes, parser=None) -> RequestHead:
     """
     C{raw}: the bytes of one request head, up to and including its blank line; C{parser}: an httptools
     request parser to validate it with, waiting for a message (L{RequestReader}), or None for a new one.
+    The common head (a method llhttp and this know, an origin-form target of plain characters, HTTP/1.1,
+    plainly valid lines, one Host, plain framing: see C{_fieldscan.c}) is read in one C call; any other is
+    validated by llhttp and read by L{_read_request_head}, which gives the same result.
     """
+    if _plain_request is not None:
+        head = _plain_request_head(raw)
+        if head is not None:
+            return head
+    return _read_request_head(raw, parser)
+
+
+def _read_request_head(raw: bytes, parser=None) -> RequestHead:
     if parser is None:
         parser = httptools.HttpRequestParser(_VALIDATE)
     _validate(parser, raw, _REQUEST_ERRORS)
