@@ -429,6 +429,24 @@ class PythonResponseHeadTests(ResponseHeadTests):
         self.patch(wire, "_plain_response", None)
 
 
+def _same_as_llhttp(test, raw: bytes, plain, llhttp, attributes: tuple) -> bool:
+    """Whether C{raw} took the C{plain} path (a head, or None); if it did, C{llhttp}'s gives the same head."""
+    fast = plain(raw)
+    if fast is None:
+        return False
+    try:
+        reference = llhttp(raw)
+    except WireError as e:
+        test.fail("the plain path accepted a head llhttp's path refuses ({}): {!r}".format(e.detail, raw))
+    test.assertEqual({a: getattr(fast, a) for a in attributes}, {a: getattr(reference, a) for a in attributes}, raw)
+    return True
+
+
+def _plain_response_head(raw: bytes):
+    """The head the plain-response path reads from C{raw}, or None when it leaves it to llhttp."""
+    return None if wire._plain_response(raw, wire._RESPONSE_ROLES) is None else parse_response_head(raw)
+
+
 #: what the plain-response path and llhttp's path must agree on
 _RESPONSE_ATTRIBUTES = ("status", "status_line", "reason", "fields", "length", "keep_alive", "chunked", "coding",
                         "nominated", "vias")
@@ -457,18 +475,7 @@ class PlainResponseTests(SynchronousTestCase):
             raise SkipTest("the C field scanner is not built here (no compiler at install)")
 
     def assertSameAsLlhttp(self, raw: bytes) -> bool:
-        """Whether C{raw} took the plain path; if it did, llhttp's path gives the same head."""
-        plain = wire._plain_response(raw, wire._RESPONSE_ROLES)
-        if plain is None:
-            return False
-        try:
-            reference = wire._read_response_head(raw)
-        except WireError as e:
-            self.fail("the plain path accepted a head llhttp refuses ({}): {!r}".format(e.detail, raw))
-        fast = parse_response_head(raw)
-        self.assertEqual({a: getattr(fast, a) for a in _RESPONSE_ATTRIBUTES},
-                         {a: getattr(reference, a) for a in _RESPONSE_ATTRIBUTES}, raw)
-        return True
+        return _same_as_llhttp(self, raw, _plain_response_head, wire._read_response_head, _RESPONSE_ATTRIBUTES)
 
     def test_common_heads_take_the_plain_path(self):
         for raw in (head(b"HTTP/1.1 200 OK", b"Server: nginx/1.22.1", b"Date: Sun, 29 Nov 2026 20:23:18 GMT",
@@ -510,7 +517,7 @@ class PlainResponseTests(SynchronousTestCase):
 
 #: what the plain-request path and llhttp's path must agree on
 _REQUEST_ATTRIBUTES = ("method", "target", "version", "length", "keep_alive", "upgrade", "expect", "host_count", "cookie",
-                       "host", "nominated", "forwarding", "vias", "noted", "fields", "raw")
+                       "host", "nominated", "forwarding", "vias", "noted", "fields", "raw", "headers")
 _REQUEST_LINE_LIST = [GET, POST, b"HEAD /a%20b HTTP/1.1", b"PATCH /x?y=1&z=%2F HTTP/1.1",
                                   b"DELETE /a@b:c;d=(e)*+,!$' HTTP/1.1", b"OPTIONS * HTTP/1.1", b"PUT /~u/._- HTTP/1.1",
                                   b"GET http://a.test/ HTTP/1.1", b"GET /a#f HTTP/1.1", b"GET /a|b{c} HTTP/1.1",
@@ -541,18 +548,7 @@ class PlainRequestTests(SynchronousTestCase):
             raise SkipTest("the C field scanner is not built here (no compiler at install)")
 
     def assertSameAsLlhttp(self, raw: bytes) -> bool:
-        """Whether C{raw} took the plain path; if it did, llhttp's path gives the same head."""
-        fast = wire._plain_request_head(raw)
-        if fast is None:
-            return False
-        try:
-            reference = wire._read_request_head(raw)
-        except WireError as e:
-            self.fail("the plain path accepted a head llhttp's path refuses ({}): {!r}".format(e.detail, raw))
-        self.assertEqual({a: getattr(fast, a) for a in _REQUEST_ATTRIBUTES},
-                         {a: getattr(reference, a) for a in _REQUEST_ATTRIBUTES}, raw)
-        self.assertEqual(fast.headers, reference.headers)
-        return True
+        return _same_as_llhttp(self, raw, wire._plain_request_head, wire._read_request_head, _REQUEST_ATTRIBUTES)
 
     def test_common_heads_take_the_plain_path(self):
         for raw in (head(GET, b"Host: 127.0.0.1:20001", b"Cookie: instance=app"),

@@ -224,30 +224,34 @@ typedef struct {
     Py_ssize_t start, colon, value, end;
 } field_line;
 
-/* The line after the CRLF at p, when plainly valid: a token name, a colon, plain bytes, CRLF. */
-static int
-plain_line(const unsigned char *raw, Py_ssize_t p, Py_ssize_t stop, field_line *f)
+#define NOT_PLAIN (-2)
+
+/* The role of the line after the CRLF at p (its bounds in f) when it is plainly valid (a token name, a
+ * colon, plain bytes, CRLF) and the head's fields-th: NOT_PLAIN if not, -1 if looking up its role failed. */
+static long
+plain_field(const unsigned char *raw, Py_ssize_t p, Py_ssize_t stop, PyObject *roles, Py_ssize_t fields,
+            field_line *f)
 {
     Py_ssize_t q = p + 2;
     while (kind[raw[q]] & TCHAR)
         q++;
-    if (q == p + 2 || raw[q] != ':')
-        return 0;
+    if (q == p + 2 || raw[q] != ':' || fields > MAX_FIELDS)
+        return NOT_PLAIN;
     f->start = p;
     f->colon = q++;
     while (q < stop && raw[q] != '\r') {
         if (!(kind[raw[q]] & PLAIN))
-            return 0;
+            return NOT_PLAIN;
         q++;
     }
     if (raw[q + 1] != '\n')
-        return 0;
+        return NOT_PLAIN;
     f->end = q;
     q = f->colon + 1;
     while (q < f->end && (raw[q] == ' ' || raw[q] == '\t'))
         q++;
     f->value = q;
-    return 1;
+    return role_of(roles, (const char *)raw + p + 2, f->colon - (p + 2));
 }
 
 /* A Content-Length value: digits (trailing whitespace allowed), at most MAX_LENGTH_DIGITS; -1 if not */
@@ -308,27 +312,28 @@ value_of(const unsigned char *raw, const field_line *f)
     return PyBytes_FromStringAndSize((const char *)raw + f->value, f->end - f->value);
 }
 
-/* raw's size if it is a whole head (ends in an empty line) of at least `least` bytes, else 0 */
-static Py_ssize_t
-whole(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t least, const char *usage)
+/* The arguments (raw, roles): 1 and raw's bytes and size if it is a whole head (ends in an empty line) of at
+ * least `least` bytes, 0 if not, -1 (an error set) if they are not bytes and a dict */
+static int
+whole(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t least, const unsigned char **raw, Py_ssize_t *size)
 {
     if (nargs != 2 || !PyBytes_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, usage);
+        PyErr_SetString(PyExc_TypeError, "(raw: bytes, roles: dict)");
         return -1;
     }
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
-    if (size < least || memcmp(PyBytes_AS_STRING(args[0]) + size - 4, "\r\n\r\n", 4) != 0)
-        return 0;
-    return size;
+    *raw = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    *size = PyBytes_GET_SIZE(args[0]);
+    return *size >= least && memcmp(*raw + *size - 4, "\r\n\r\n", 4) == 0;
 }
 
 static PyObject *
 plain_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_ssize_t size = whole(args, nargs, 16, "plain_response(raw: bytes, roles: dict)");
-    if (size <= 0)
-        return size < 0 ? NULL : Py_NewRef(Py_None);
-    const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    const unsigned char *raw;
+    Py_ssize_t size;
+    int ok = whole(args, nargs, 16, &raw, &size);
+    if (ok <= 0)
+        return ok < 0 ? NULL : Py_NewRef(Py_None);
     PyObject *roles = args[1];
     /* "HTTP/1.1 " three digits, 200-599, then CRLF or a space and a reason */
     if (memcmp(raw, "HTTP/1.1 ", 9) != 0 || raw[9] < '2' || raw[9] > '5' || raw[10] < '0' || raw[10] > '9'
@@ -350,11 +355,9 @@ plain_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     field_line kept[MAX_FIELDS], f;
     Py_ssize_t count = 0, fields = 0;
     for (; p + 2 < end; p = f.end) { /* raw[p:p+2] is the CRLF ending the previous line */
-        if (++fields > MAX_FIELDS || !plain_line(raw, p, end, &f))
-            Py_RETURN_NONE;
-        long role = role_of(roles, (const char *)raw + p + 2, f.colon - (p + 2));
-        if (role == -1 && PyErr_Occurred())
-            return NULL;
+        long role = plain_field(raw, p, end, roles, ++fields, &f);
+        if (role < 0)
+            return role == NOT_PLAIN ? Py_NewRef(Py_None) : NULL;
         switch (role) {
         case 0:
             kept[count++] = f;
@@ -399,10 +402,11 @@ static PyObject *methods_made[METHODS];
 static PyObject *
 plain_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_ssize_t size = whole(args, nargs, 18, "plain_request(raw: bytes, roles: dict)");
-    if (size <= 0)
-        return size < 0 ? NULL : Py_NewRef(Py_None);
-    const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    const unsigned char *raw;
+    Py_ssize_t size;
+    int ok = whole(args, nargs, 18, &raw, &size);
+    if (ok <= 0)
+        return ok < 0 ? NULL : Py_NewRef(Py_None);
     PyObject *roles = args[1];
     /* a method this path knows, one space, an origin-form target, " HTTP/1.1" CRLF */
     PyObject *method = NULL;
@@ -430,11 +434,9 @@ plain_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     field_line kept[MAX_FIELDS], cookies[MAX_FIELDS], noted[MAX_FIELDS], host, f;
     Py_ssize_t count = 0, cookie_count = 0, noted_count = 0, fields = 0, hosts = 0;
     for (; p + 2 < end; p = f.end) {
-        if (++fields > MAX_FIELDS || !plain_line(raw, p, end, &f))
-            Py_RETURN_NONE;
-        long role = role_of(roles, (const char *)raw + p + 2, f.colon - (p + 2));
-        if (role == -1 && PyErr_Occurred())
-            return NULL;
+        long role = plain_field(raw, p, end, roles, ++fields, &f);
+        if (role < 0)
+            return role == NOT_PLAIN ? Py_NewRef(Py_None) : NULL;
         switch (role) {
         case 0:
             break;
