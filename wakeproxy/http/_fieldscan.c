@@ -1,7 +1,7 @@
 /*
- * wakeproxy.http._fieldscan: the field lines of an HTTP head sorted by role, in one call.
+ * wakeproxy.http._fieldscan: HTTP heads read in one call each.
  *
- * The C twin of wire._scan_fields (the pure-Python reference, used when this module is not built; both
+ * scan is the C twin of wire.scan_fields_py (the pure-Python reference, used when this module is not built; both
  * pass the same tests). The head was validated by llhttp first, so every field line is
  * "\r\n" name ":" OWS value, with no CR or LF inside a line.
  *
@@ -21,7 +21,16 @@
  * Connection of keep-alive or close; no Via; at most MAX_FIELDS fields). Anything else returns None and
  * wire.py asks llhttp, so this accepts only heads llhttp accepts and reads them as wire.py reads them
  * (tests/test_wire.py compares the two on random heads). roles: wire._RESPONSE_ROLES; the role numbers
- * are RESPONSE_ROLES below (wire.py checks them at import).
+ * are ROLES below (wire.py checks them at import).
+ *
+ *   plain_request(raw, roles) -> None or (method, target, kept, host, cookie, noted, length, keep_alive)
+ *
+ * The same for the common request head: GET, HEAD, POST, PUT, DELETE, OPTIONS or PATCH, one space, an
+ * origin-form target of RFC 3986 path and query characters, " HTTP/1.1", plainly valid lines, exactly one
+ * Host, at most one Content-Length of digits, at most one Connection of keep-alive or close, and no
+ * Expect, Transfer-Encoding, Upgrade, forwarding header or Via (those go through llhttp and wire.py's
+ * checks). kept: as scan's with keep_below wire._CODING; cookie: a tuple of the Cookie values; noted: the
+ * first value of each noted field by lower-cased name, or None. roles: wire._REQUEST_ROLES.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -218,7 +227,7 @@ fill_kinds(void)
         kind[(unsigned char)*t] |= TARGET;
 }
 
-/* One field line, found by plain_line: raw[start:start+2] is the CRLF before it, its name is
+/* One field line, found by plain_field: raw[start:start+2] is the CRLF before it, its name is
  * raw[start+2:colon], its value raw[value:end] (leading whitespace skipped), and raw[end] the CR ending it. */
 typedef struct {
     Py_ssize_t start, colon, value, end;
@@ -521,7 +530,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "wakeproxy.http._fieldscan",
-    "The field lines of a validated HTTP head sorted by role (the C twin of wire._scan_fields).", -1, methods,
+    "HTTP heads read in one call each: common heads whole, any head's fields by role (see wire.py).", -1, methods,
 };
 
 PyMODINIT_FUNC
