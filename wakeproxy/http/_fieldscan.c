@@ -23,14 +23,16 @@
  * (tests/test_wire.py compares the two on random heads). roles: wire._RESPONSE_ROLES; the role numbers
  * are ROLES below (wire.py checks them at import).
  *
- *   plain_request(raw, roles) -> None or (method, target, kept, host, cookie, noted, length, keep_alive)
+ *   plain_request(raw, roles) -> None or (method, target, kept, host, cookie, noted, length, keep_alive,
+ *                                         relayed)
  *
  * The same for the common request head: GET, HEAD, POST, PUT, DELETE, OPTIONS or PATCH, one space, an
  * origin-form target of RFC 3986 path and query characters, " HTTP/1.1", plainly valid lines, exactly one
  * Host, at most one Content-Length of digits, at most one Connection of keep-alive or close, and no
- * Expect, Transfer-Encoding, Upgrade, forwarding header or Via (those go through llhttp and wire.py's
- * checks). kept: as scan's with keep_below wire._CODING; cookie: a tuple of the Cookie values; noted: the
- * first value of each noted field by lower-cased name, or None. roles: wire._REQUEST_ROLES.
+ * Expect, Transfer-Encoding or Upgrade (those go through llhttp and wire.py's checks). kept: as scan's
+ * with keep_below wire._CODING; cookie: a tuple of the Cookie values; noted: the first value of each noted
+ * field by lower-cased name, or None; relayed: None, or (the forwarding headers as [(lower-cased name,
+ * value)] or None, the Via values or None). roles: wire._REQUEST_ROLES.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -321,6 +323,40 @@ value_of(const unsigned char *raw, const field_line *f)
     return PyBytes_FromStringAndSize((const char *)raw + f->value, f->end - f->value);
 }
 
+static PyObject *
+lower_name_of(const unsigned char *raw, const field_line *f)
+{
+    Py_ssize_t n = f->colon - (f->start + 2);
+    PyObject *name = PyBytes_FromStringAndSize(NULL, n);
+    if (name != NULL) {
+        char *lower = PyBytes_AS_STRING(name);
+        for (Py_ssize_t k = 0; k < n; k++)
+            lower[k] = Py_TOLOWER(raw[f->start + 2 + k]);
+    }
+    return name;
+}
+
+/* [(lower-cased name, value)] of lines (names) or [value] (values only), or None when there are none */
+static PyObject *
+list_of(const unsigned char *raw, const field_line *lines, Py_ssize_t count, int names)
+{
+    if (count == 0)
+        return Py_NewRef(Py_None);
+    PyObject *list = PyList_New(count);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = names ? Py_BuildValue("(NN)", lower_name_of(raw, &lines[i]), value_of(raw, &lines[i]))
+                               : value_of(raw, &lines[i]);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
 /* The arguments (raw, roles): 1 and raw's bytes and size if it is a whole head (ends in an empty line) of at
  * least `least` bytes, 0 if not, -1 (an error set) if they are not bytes and a dict */
 static int
@@ -440,8 +476,10 @@ plain_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     p += 9;
     long long length = 0;
     int keep_alive = 1, connection = 0, lengths = 0;
-    field_line kept[MAX_FIELDS], cookies[MAX_FIELDS], noted[MAX_FIELDS], host, f;
-    Py_ssize_t count = 0, cookie_count = 0, noted_count = 0, fields = 0, hosts = 0;
+    field_line kept[MAX_FIELDS], cookies[MAX_FIELDS], noted[MAX_FIELDS], forwarding[MAX_FIELDS], vias[MAX_FIELDS];
+    field_line host, f;
+    Py_ssize_t count = 0, cookie_count = 0, noted_count = 0, forwarding_count = 0, via_count = 0, fields = 0;
+    Py_ssize_t hosts = 0;
     for (; p + 2 < end; p = f.end) {
         long role = plain_field(raw, p, end, roles, ++fields, &f);
         if (role < 0)
@@ -469,16 +507,22 @@ plain_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_RETURN_NONE;
             keep_alive = !keep_alive;
             continue; /* not passed on */
+        case ROLE_FORWARDING: /* not passed on: rebuilt or extended by headers.request_head */
+            forwarding[forwarding_count++] = f;
+            continue;
+        case ROLE_VIA:
+            vias[via_count++] = f;
+            continue;
         case ROLE_HOP:
             continue;
-        default: /* Expect, Transfer-Encoding, Upgrade, forwarding headers, Via: left to llhttp and wire.py */
+        default: /* Expect, Transfer-Encoding, Upgrade: left to llhttp and wire.py */
             Py_RETURN_NONE;
         }
         kept[count++] = f;
     }
     if (hosts != 1)
         Py_RETURN_NONE;
-    PyObject *cookie = PyTuple_New(cookie_count), *notes = NULL;
+    PyObject *cookie = PyTuple_New(cookie_count), *notes = NULL, *relayed = NULL;
     if (cookie == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < cookie_count; i++) {
@@ -492,13 +536,9 @@ plain_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (notes == NULL)
             goto fail;
         for (Py_ssize_t i = 0; i < noted_count; i++) {
-            Py_ssize_t n = noted[i].colon - (noted[i].start + 2);
-            PyObject *name = PyBytes_FromStringAndSize(NULL, n);
+            PyObject *name = lower_name_of(raw, &noted[i]);
             if (name == NULL)
                 goto fail;
-            char *lower = PyBytes_AS_STRING(name);
-            for (Py_ssize_t k = 0; k < n; k++)
-                lower[k] = Py_TOLOWER(raw[noted[i].start + 2 + k]);
             PyObject *value = value_of(raw, &noted[i]);
             PyObject *had = value ? PyDict_SetDefault(notes, name, value) : NULL;
             Py_DECREF(name);
@@ -507,11 +547,17 @@ plain_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 goto fail;
         }
     }
-    return Py_BuildValue("(ONNNNNNO)", method,
+    if (forwarding_count || via_count) { /* (forwarding headers, Via values), as wire.py reads them */
+        relayed = Py_BuildValue("(NN)", list_of(raw, forwarding, forwarding_count, 1),
+                                list_of(raw, vias, via_count, 0));
+        if (relayed == NULL)
+            goto fail;
+    }
+    return Py_BuildValue("(ONNNNNNON)", method,
                          PyBytes_FromStringAndSize((const char *)raw + target, target_end - target),
                          join_lines(raw, kept, count), value_of(raw, &host), cookie,
                          notes ? notes : Py_NewRef(Py_None), PyLong_FromLongLong(length),
-                         keep_alive ? Py_True : Py_False);
+                         keep_alive ? Py_True : Py_False, relayed ? relayed : Py_NewRef(Py_None));
 fail:
     Py_DECREF(cookie);
     Py_XDECREF(notes);
@@ -524,7 +570,8 @@ static PyMethodDef methods[] = {
     {"plain_response", (PyCFunction)(void (*)(void))plain_response, METH_FASTCALL,
      "plain_response(raw, roles) -> None or (status, status_line, reason, kept, length, keep_alive, chunked)."},
     {"plain_request", (PyCFunction)(void (*)(void))plain_request, METH_FASTCALL,
-     "plain_request(raw, roles) -> None or (method, target, kept, host, cookie, noted, length, keep_alive)."},
+     "plain_request(raw, roles) -> None or (method, target, kept, host, cookie, noted, length, keep_alive, "
+     "relayed)."},
     {NULL, NULL, 0, NULL},
 };
 

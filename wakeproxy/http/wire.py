@@ -230,9 +230,12 @@ def _plain_request_head(raw: bytes) -> Optional[RequestHead]:
     head = RequestHead()
     head.raw = raw
     head.host_count = 1
-    head.method, head.target, head.fields, head.host, head.cookie, noted, head.length, head.keep_alive = plain
+    head.method, head.target, head.fields, head.host, head.cookie, noted, head.length, head.keep_alive, relayed = \
+        plain
     if noted is not None:
         head.noted = noted
+    if relayed is not None:  # a client's forwarding headers or Via
+        head.forwarding, head.vias = relayed
     return head
 
 
@@ -240,8 +243,8 @@ def parse_request_head(raw: bytes, parser=None) -> RequestHead:
     """
     C{raw}: the bytes of one request head, up to and including its blank line; C{parser}: an httptools
     request parser to validate it with, waiting for a message (L{RequestReader}), or None for a new one.
-    The common head (a method llhttp and this know, an origin-form target of plain characters, HTTP/1.1,
-    plainly valid lines, one Host, plain framing: see C{_fieldscan.c}) is read in one C call; any other is
+    The common head (a usual method, an origin-form target of plain characters, HTTP/1.1, plainly valid
+    lines, one Host, plain framing, no Expect or Upgrade: see C{_fieldscan.c}) is read in one C call; any other is
     validated by llhttp and read by L{_read_request_head}, which gives the same result.
     """
     if _plain_request is not None:
