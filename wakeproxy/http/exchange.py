@@ -14,8 +14,8 @@ from __future__ import annotations
 from twisted.internet import tcp
 
 from wakeproxy import answers
+from wakeproxy.http.chunked import ChunkError, ChunkScanner, chunk
 from wakeproxy.http.headers import request_head, response_head
-from wakeproxy.http.wire import ChunkError, ChunkScanner, chunk
 from wakeproxy.http.wsframes import FrameScanner, close_frame
 
 __all__ = ["Exchange"]

@@ -27,8 +27,9 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from zope.interface import implementer
 
+from wakeproxy.http.chunked import ChunkScanner
 from wakeproxy.http.sockets import HalfClose, eager_writer, quickack, raw_socket, set_nodelay
-from wakeproxy.http.wire import ChunkScanner, WireError, parse_response_head
+from wakeproxy.http.wire import WireError, parse_response_head
 
 __all__ = ["Upstream", "UpstreamConnection", "UpstreamPool", "upstream_from_url"]
 

@@ -1,17 +1,14 @@
 # -*- test-case-name: tests.test_wire -*-
 """
-HTTP/1.1 message framing (RFC 9112) for the relay, as plain functions and small state machines.
+HTTP/1.1 message heads (RFC 9112) for the relay: L{parse_request_head} / L{parse_response_head} turn one
+complete head into a L{RequestHead} / L{ResponseHead}, or raise L{WireError} with the status to answer
+(400, 431, 502) and a sentence; L{RequestReader} reads a client connection's heads in order.
 
 Heads are found by their blank line. The common head (plainly valid, plain framing) is read in one call
 of the C scanner (C{_fieldscan.c}), which leaves every other head to C{httptools} (llhttp, the parser uvicorn
 uses) and the Python here; both paths give the same result (tests/test_wire.py compares them on random
-heads). Bodies are framed here, so the bytes the relay forwards are exactly the bytes it received (chunk
-framing and trailers included) and every message boundary is known to the byte:
-
-  - L{parse_request_head} / L{parse_response_head}: one complete head -> L{RequestHead} /
-    L{ResponseHead}, or L{WireError} with the status to answer (400, 431) and a sentence.
-  - L{ChunkScanner}: walks a chunked body (sizes, extensions, trailers) without copying it; can also hand
-    out the payload (for an HTTP/1.0 client, which cannot read chunked).
+heads). Bodies are framed by the relay (chunked ones with L{wakeproxy.http.chunked}), so the bytes it
+forwards are exactly the bytes it received and every message boundary is known to the byte.
 """
 
 from __future__ import annotations
@@ -23,13 +20,10 @@ import httptools
 from wakeproxy.http.headers import FORWARDING, HOP_BY_HOP, NOTED, field_block, field_lines
 
 __all__ = [
-    "ChunkError",
-    "ChunkScanner",
     "RequestHead",
     "RequestReader",
     "ResponseHead",
     "WireError",
-    "chunk",
     "head_problem",
     "parse_request_head",
     "parse_response_head",
@@ -45,8 +39,6 @@ _MIN_FIELD = 3
 _MAY_HOLD_MAX = _MIN_FIELD * MAX_HEADERS
 #: Connection tokens that nominate nothing to remove
 _HARMLESS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
-#: longest chunk-size line (size, extensions) or trailer line accepted
-MAX_CHUNK_LINE = 4096
 
 
 class WireError(Exception):
@@ -56,11 +48,6 @@ class WireError(Exception):
         Exception.__init__(self, detail)
         self.status = status
         self.detail = detail
-
-
-class ChunkError(WireError):
-    def __init__(self, detail: str):
-        WireError.__init__(self, 400, detail)
 
 
 class RequestHead:
@@ -433,74 +420,3 @@ def _validate(parser, raw: bytes, errors: tuple) -> None:
 def _message(error: Exception) -> str:
     text = str(error)
     return text[0].lower() + text[1:] if text else type(error).__name__
-
-
-class ChunkScanner:
-    """
-    Follows a chunked body through any split of its bytes. C{feed(data)} returns how many bytes of
-    C{data} belong to the body; C{done} is set once the last chunk and the trailers have passed. With
-    C{decode}, the payload bytes are collected in C{payload} (a list the caller empties).
-    """
-
-    __slots__ = ("done", "payload_bytes", "_left", "_line", "_state", "_decode", "payload")
-
-    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
-
-    def __init__(self, decode: bool = False):
-        self.done = False
-        self.payload_bytes = 0
-        self._left = 0
-        self._line = b""
-        self._state = self._SIZE
-        self._decode = decode
-        self.payload: list = []
-
-    def feed(self, data: bytes) -> int:
-        i = 0
-        n = len(data)
-        while i < n and not self.done:
-            state = self._state
-            if state == self._DATA:
-                take = min(self._left, n - i)
-                if self._decode:
-                    self.payload.append(data[i:i + take])
-                i += take
-                self._left -= take
-                if self._left == 0:
-                    self._state = self._DATA_END
-                continue
-            end = data.find(b"\n", i)
-            if end < 0:
-                self._line += data[i:]
-                if len(self._line) > MAX_CHUNK_LINE:
-                    raise ChunkError("a chunk-size or trailer line is longer than {} bytes".format(MAX_CHUNK_LINE))
-                return n
-            line = self._line + data[i:end]
-            self._line = b""
-            i = end + 1
-            if len(line) > MAX_CHUNK_LINE:
-                raise ChunkError("a chunk-size or trailer line is longer than {} bytes".format(MAX_CHUNK_LINE))
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            else:
-                raise ChunkError("a chunked body line does not end in CRLF")
-            if state == self._SIZE:
-                size = line.split(b";", 1)[0].strip(b" \t")
-                if not size or len(size) > 16 or size.strip(b"0123456789abcdefABCDEF"):
-                    raise ChunkError("bad chunk size {!r}".format(line[:32].decode("latin-1")))
-                self._left = int(size, 16)
-                self.payload_bytes += self._left
-                self._state = self._DATA if self._left else self._TRAILER
-            elif state == self._DATA_END:
-                if line:
-                    raise ChunkError("a chunk is longer than its size says")
-                self._state = self._SIZE
-            else:  # trailer section: field lines until an empty line
-                if not line:
-                    self.done = True
-        return i
-
-
-def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body holding C{data} (not empty)."""
-    return b"%x\r\n%s\r\n" % (len(data), data)
