@@ -78,14 +78,18 @@ def measure(rounds: int = 5, n: int = 30000) -> float:
     return best
 
 
+def _tree_env(tree: Path) -> dict:
+    """The environment of a child process running C{tree}'s wakeproxy and tests (and this bench package)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(Path(__file__).resolve().parents[1])]))
+
+
 _IR_LOOP = ("import gc, sys; from bench.relay_cpu import _loop; loop = _loop(); loop(200); gc.collect(); "
             "gc.disable(); loop(int(sys.argv[1]))")
 
 
 def instructions(tree: Path) -> int:
     """Instructions per warm exchange of C{tree}'s relay (cachegrind; deterministic, see the docstring)."""
-    env = dict(os.environ, PYTHONHASHSEED="0",
-               PYTHONPATH=os.pathsep.join([str(tree), str(Path(__file__).resolve().parents[1])]))
+    env = dict(_tree_env(tree), PYTHONHASHSEED="0")
     counts = []
     for n in (500, 2500):
         done = subprocess.run(["setarch", os.uname().machine, "-R", "valgrind", "--tool=cachegrind",
@@ -100,7 +104,7 @@ def instructions(tree: Path) -> int:
 
 def _in(tree: Path) -> float:
     """The figure for another source tree (its wakeproxy and tests), in a child process."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(Path(__file__).resolve().parents[1])]))
+    env = _tree_env(tree)
     done = subprocess.run([sys.executable, "-c", "from bench.relay_cpu import measure; print(measure())"],
                           cwd=tree, env=env, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:

@@ -283,18 +283,18 @@ plain_length(const unsigned char *raw, const field_line *f)
     return length;
 }
 
-/* A Connection value: 1 for close, 0 for keep-alive (either alone, any case), -1 for anything else */
+/* A Connection value: 1 for keep-alive, 0 for close (either alone, any case), -1 for anything else */
 static int
-plain_close(const unsigned char *raw, const field_line *f)
+plain_keep_alive(const unsigned char *raw, const field_line *f)
 {
     Py_ssize_t n = f->end;
     while (n > f->value && (raw[n - 1] == ' ' || raw[n - 1] == '\t'))
         n--;
     const unsigned char *v = raw + f->value;
     Py_ssize_t size = n - f->value;
-    if (size == 5 && PyOS_strnicmp((const char *)v, "close", 5) == 0)
-        return 1;
     if (size == 10 && PyOS_strnicmp((const char *)v, "keep-alive", 10) == 0)
+        return 1;
+    if (size == 5 && PyOS_strnicmp((const char *)v, "close", 5) == 0)
         return 0;
     return -1;
 }
@@ -417,9 +417,8 @@ plain_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             chunked = 1;
             break;
         case ROLE_CONNECTION:
-            if (connection++ || (keep_alive = plain_close(raw, &f)) < 0)
+            if (connection++ || (keep_alive = plain_keep_alive(raw, &f)) < 0)
                 Py_RETURN_NONE;
-            keep_alive = !keep_alive;
             break;
         case ROLE_HOP:
             break;
@@ -503,9 +502,8 @@ plain_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             noted[noted_count++] = f;
             break;
         case ROLE_CONNECTION:
-            if (connection++ || (keep_alive = plain_close(raw, &f)) < 0)
+            if (connection++ || (keep_alive = plain_keep_alive(raw, &f)) < 0)
                 Py_RETURN_NONE;
-            keep_alive = !keep_alive;
             continue; /* not passed on */
         case ROLE_FORWARDING: /* not passed on: rebuilt or extended by headers.request_head */
             forwarding[forwarding_count++] = f;

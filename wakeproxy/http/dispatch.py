@@ -42,6 +42,8 @@ __all__ = ["Dispatcher", "SYNC_TIMEOUT"]
 
 #: seconds a request waits for the runtime's first list of containers at start-up
 SYNC_TIMEOUT = 30
+#: Dispatcher._select's key when the answer is not to be cached
+_UNCACHED = object()
 
 
 class _Pairs:
@@ -130,7 +132,7 @@ class Dispatcher:
             return
         reads = self._reads
         if reads is None:
-            selection = self._selector(Head(head.method, target, _Pairs(head)))
+            selection = self._select(head)
             uri = selection.uri
         else:
             key = head.cookie if reads == b"cookie" else head.host
@@ -201,14 +203,16 @@ class Dispatcher:
         ready.addCallbacks(self._woken, self._wake_failed, callbackArgs=(exchange, name, uri),
                            errbackArgs=(exchange,))
 
-    def _select(self, head, key) -> Selection:
+    def _select(self, head, key=_UNCACHED) -> Selection:
         """
-        The selector's answer for a selector that reads only the cookie or Host value C{key}: a miss of
-        the cache of those answers (read in L{dispatch}), computed and kept.
+        The selector's answer. With C{key} (the cookie or Host value of a selector that reads only that),
+        kept in the cache of those answers: this is the cache's miss (the cache is read in L{dispatch}).
         """
-        if len(self._selections) > 10000:
-            self._selections.clear()
-        selection = self._selections[key] = self._selector(Head(head.method, head.target, _Pairs(head)))
+        selection = self._selector(Head(head.method, head.target, _Pairs(head)))
+        if key is not _UNCACHED:
+            if len(self._selections) > 10000:
+                self._selections.clear()
+            self._selections[key] = selection
         return selection
 
     def _after_sync(self, exchange) -> None:

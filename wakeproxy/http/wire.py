@@ -196,10 +196,9 @@ class RequestReader:
         self._parser = None
 
     def read(self, raw: bytes) -> RequestHead:
-        if _plain_request is not None:
-            head = _plain_request_head(raw)
-            if head is not None:
-                return head  # llhttp's parser, if kept, is still waiting for a message
+        head = _plain_request_head(raw)
+        if head is not None:
+            return head  # llhttp's parser, if kept, is still waiting for a message
         parser, self._parser = self._parser, None
         if parser is None:
             parser = httptools.HttpRequestParser(_VALIDATE)
@@ -210,8 +209,8 @@ class RequestReader:
 
 
 def _plain_request_head(raw: bytes) -> Optional[RequestHead]:
-    """The common request head read in one C call (see C{_fieldscan.c}), or None for any other."""
-    plain = _plain_request(raw, _REQUEST_ROLES)
+    """The common request head read in one C call (see C{_fieldscan.c}), or None for any other (or no C)."""
+    plain = None if _plain_request is None else _plain_request(raw, _REQUEST_ROLES)
     if plain is None:
         return None
     head = RequestHead()
@@ -234,11 +233,7 @@ def parse_request_head(raw: bytes, parser=None) -> RequestHead:
     lines, one Host, plain framing, no Expect or Upgrade: see C{_fieldscan.c}) is read in one C call; any other is
     validated by llhttp and read by L{_read_request_head}, which gives the same result.
     """
-    if _plain_request is not None:
-        head = _plain_request_head(raw)
-        if head is not None:
-            return head
-    return _read_request_head(raw, parser)
+    return _plain_request_head(raw) or _read_request_head(raw, parser)
 
 
 def _read_request_head(raw: bytes, parser=None) -> RequestHead:
@@ -343,14 +338,17 @@ def parse_response_head(raw: bytes) -> ResponseHead:
     HTTP/1.1 final response, plainly valid lines, plain framing: see C{_fieldscan.c}) is read in one C call;
     any other is validated by llhttp and read by L{_read_response_head}, which gives the same result.
     """
-    if _plain_response is not None:
-        plain = _plain_response(raw, _RESPONSE_ROLES)
-        if plain is not None:
-            head = ResponseHead()
-            head.status, head.status_line, head.reason, head.fields, head.length, head.keep_alive, head.chunked = \
-                plain
-            return head
-    return _read_response_head(raw)
+    return _plain_response_head(raw) or _read_response_head(raw)
+
+
+def _plain_response_head(raw: bytes) -> Optional[ResponseHead]:
+    """The common response head read in one C call (see C{_fieldscan.c}), or None for any other (or no C)."""
+    plain = None if _plain_response is None else _plain_response(raw, _RESPONSE_ROLES)
+    if plain is None:
+        return None
+    head = ResponseHead()
+    head.status, head.status_line, head.reason, head.fields, head.length, head.keep_alive, head.chunked = plain
+    return head
 
 
 def _read_response_head(raw: bytes) -> ResponseHead:
