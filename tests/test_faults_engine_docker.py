@@ -331,7 +331,8 @@ class PinnedByEngineRestart(_FaultCase):
     def test_pinned_containers_are_replaced(self):
         """
         Every container the restart pinned answers 200 through wakeproxy (one wake), as a copy under the
-        same name; the original is gone; stopping and waking the copy works as usual.
+        same name (unless the engine can start it again by then); the original is gone; stopping and
+        waking a copy works as usual.
         """
         engine = PrivateDockerd()
         self.addCleanup(engine.remove)
@@ -348,15 +349,21 @@ class PinnedByEngineRestart(_FaultCase):
         pinned_in = time.monotonic() - t0
         server = self.wakeproxy("--docker-url", engine.url)
         answers = []
+        copies = []
         for name in pinned:
             t0 = time.monotonic()
             r = requests.get(server.proxy_url + "/", headers=dict(_cookie(name), Connection="close"), timeout=30)
             answers.append((r.status_code, r.headers.get("x-wakeproxy-woke"), round(time.monotonic() - t0, 2)))
             self.assertEqual((r.status_code, r.headers.get("x-wakeproxy-woke")), (200, "1"), r.text[:300])
             self.assertEqual(r.json()["instance"], name)
-            self.assertNotEqual(self.client.inspect_container(name)["Id"], ids[name])
-        print("\n[faults/pinned] {} of {} containers pinned by engine restarts ({:.1f}s); through wakeproxy "
-              "(status, woke, seconds): {}".format(len(pinned), len(names), pinned_in, answers))
+            if self.client.inspect_container(name)["Id"] != ids[name]:
+                copies.append(name)
+        print("\n[faults/pinned] {} of {} containers pinned by engine restarts ({:.1f}s), {} replaced by a copy; "
+              "through wakeproxy (status, woke, seconds): {}".format(len(pinned), len(names), pinned_in, len(copies),
+                                                                   answers))
+        # A container found pinned may start again by the time wakeproxy wakes it (the engine cleaned its
+        # stale task up meanwhile; seen in CI): it is then started as it is, and nothing replaces it.
+        self.assertTrue(copies, "no pinned container was replaced")
         log = [line for line in server.log().splitlines() if "copy" in line or "original" in line]
         print("\n".join(log))
         # the originals are gone, or dead when the engine could not remove their root filesystem (the stale
@@ -365,15 +372,15 @@ class PinnedByEngineRestart(_FaultCase):
         originals = {n: state for n, state in left.items() if n not in names}
         print("[faults/pinned] originals left: {}".format(originals or "none"))
         self.assertEqual(sorted(set(left) - set(originals)), sorted(names))
-        self.assertEqual({n.rpartition("-replaced-")[0] for n in originals} - set(pinned), set())
+        self.assertEqual({n.rpartition("-replaced-")[0] for n in originals} - set(copies), set())
         # "removing" too: the engine's list is a snapshot its failed removal wrote before clearing the
         # removal mark (moby's cleanupContainer checkpoints SetDead while RemovalInProgress is still set)
         self.assertEqual(set(originals.values()) - {"dead", "removing"}, set())
         self.assertEqual(len([line for line in log if "could not remove the original" in line]), len(originals))
-        self.assertEqual(len([line for line in log if "and started it" in line]), len(pinned), "\n".join(log))
+        self.assertEqual(len([line for line in log if "and started it" in line]), len(copies), "\n".join(log))
         replaced = [line for line in server.log().splitlines() if "replaced" in line and "with a copy" in line]
-        self.assertEqual(len(replaced), len(pinned), "\n".join(replaced))
-        again = pinned[0]
+        self.assertEqual(len(replaced), len(copies), "\n".join(replaced))
+        again = copies[0]
         self.client.stop(again, timeout=0)
         poll("wakeproxy sees the copy stopped", lambda: requests.get(
             server.proxy_url + "/", headers=dict(_cookie(again), Connection="close"),
